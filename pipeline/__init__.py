@@ -1,0 +1,1 @@
+"""LLM + domain-model recommendation pipeline (BDLM and auxiliary-task alignment)."""

@@ -1,0 +1,29 @@
+"""Shared entry-point plumbing for stage scripts: argument parsing and clean error exits."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Callable
+
+from pipeline.errors import PipelineError
+
+
+def dataset_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("dataset", help="dataset name, as listed under 'datasets' in params.yaml")
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    return p
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a stage's main(); a PipelineError becomes one clear line on stderr and exit code 2."""
+    start = time.perf_counter()
+    try:
+        main()
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    stage = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    print(f"[{stage}] done in {time.perf_counter() - start:.1f}s", file=sys.stderr)

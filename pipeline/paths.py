@@ -1,0 +1,30 @@
+"""Where each stage's artifacts live under data/ (mirrored by the outs in dvc.yaml)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA = Path("data")
+
+
+def raw(ds: str) -> Path:
+    return DATA / "raw" / ds
+
+
+def prepared(ds: str) -> Path:
+    return DATA / "prepared" / ds
+
+
+def kcore(ds: str) -> Path:
+    return DATA / "kcore" / ds
+
+
+def split(ds: str) -> Path:
+    return DATA / "split" / ds
+
+
+def negatives(ds: str) -> Path:
+    return DATA / "negatives" / ds
+
+
+def metrics(stage: str, ds: str) -> Path:
+    return DATA / "metrics" / stage / f"{ds}.json"

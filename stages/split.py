@@ -1,0 +1,24 @@
+"""split: leave-one-out by time -> data/split/<dataset>/{train,valid,test}.parquet."""
+from __future__ import annotations
+
+from pipeline import paths
+from pipeline.artifacts import write_json, write_parquet
+from pipeline.cli import dataset_parser, run
+from pipeline.params import get, load_params, section
+from pipeline.split import split
+
+
+def main() -> None:
+    args = dataset_parser(__doc__).parse_args()
+    s = section(load_params(args.params), "split")
+    parts, stats = split(paths.kcore(args.dataset) / "interactions.parquet",
+                         min_interactions=get(s, "min_interactions", int, "split"))
+    for name, table in parts.items():
+        write_parquet(table, paths.split(args.dataset) / f"{name}.parquet")
+    write_json({"dataset": args.dataset, **stats}, paths.metrics("split", args.dataset))
+    print(f"[split] {args.dataset}: " + ", ".join(f"{k} {v['interactions']:,}" for k, v in stats.items()
+                                                  if isinstance(v, dict)))
+
+
+if __name__ == "__main__":
+    run(main)
