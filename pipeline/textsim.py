@@ -14,9 +14,16 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 
-def tfidf_vectors(texts: list[str]) -> sp.csr_matrix:
-    """L2-normalised TF-IDF rows; an empty or stop-word-only title is an all-zero row."""
-    vec = TfidfVectorizer(stop_words="english", sublinear_tf=True, dtype=np.float32)
+def tfidf_vectors(texts: list[str], max_df: float = 0.01, min_max_df: int = 100) -> sp.csr_matrix:
+    """L2-normalised TF-IDF rows; an empty or stop-word-only title is an all-zero row.
+
+    Terms found in more than max(max_df * items, min_max_df) titles are dropped: they say
+    little about similarity, and their long posting lists would make the neighbour search
+    quadratic on large catalogues ("edition", "vol" in a million book titles).
+    """
+    cap = max(int(max_df * len(texts)), min_max_df)
+    vec = TfidfVectorizer(stop_words="english", sublinear_tf=True, dtype=np.float32,
+                          max_df=cap if cap < len(texts) else 1.0)
     try:
         return vec.fit_transform(texts).tocsr()
     except ValueError:  # empty vocabulary: no item has a usable title
@@ -77,12 +84,24 @@ def _sparse_block_rows(x: sp.csr_matrix, queries: np.ndarray, xt: sp.csr_matrix,
     return int(max(1, min(len(queries), budget // est)))
 
 
+_VAL_BITS = 22  # similarity quantised to 22 bits for the packed sort key (ties -> lower index)
+
+
 def _sparse_topk(sims: sp.csr_matrix, q: np.ndarray, k: int, out: np.ndarray) -> None:
-    rows = np.repeat(np.arange(sims.shape[0]), np.diff(sims.indptr))
-    cols, vals = sims.indices, sims.data
+    rows = np.repeat(np.arange(sims.shape[0], dtype=np.int64), np.diff(sims.indptr))
+    cols, vals = sims.indices.astype(np.int64), sims.data
     keep = (cols != q[rows]) & (vals > 0)
     rows, cols, vals = rows[keep], cols[keep], vals[keep]
-    order = np.lexsort((cols, -vals, rows))  # by row, then similarity desc, then index
+    # One int64 key per entry (row | descending similarity | column) sorts in one pass,
+    # several times faster than a three-key lexsort on hundreds of millions of entries.
+    col_bits = max(1, int(sims.shape[1] - 1).bit_length())
+    row_bits = max(1, int(sims.shape[0] - 1).bit_length())
+    if row_bits + _VAL_BITS + col_bits > 63:
+        order = np.lexsort((cols, -vals, rows))
+    else:
+        top = (1 << _VAL_BITS) - 1
+        qval = top - np.minimum(np.round(np.minimum(vals, 1.0) * top), top).astype(np.int64)
+        order = np.argsort((rows << (_VAL_BITS + col_bits)) | (qval << col_bits) | cols, kind="stable")
     rows, cols = rows[order], cols[order]
     starts = np.searchsorted(rows, np.arange(sims.shape[0]))
     rank = np.arange(len(rows)) - starts[rows]
