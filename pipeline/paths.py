@@ -6,6 +6,11 @@ from pathlib import Path
 DATA = Path("data")
 
 
+def local(ds: str) -> Path:
+    """The user's own files for dataset `ds` (interactions + items), if it is local."""
+    return DATA / "local" / ds
+
+
 def raw(ds: str) -> Path:
     return DATA / "raw" / ds
 

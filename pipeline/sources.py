@@ -144,7 +144,7 @@ def dataset(name: str) -> Dataset:
     if name not in known:
         raise PipelineError(
             f"unknown dataset '{name}': known datasets are {', '.join(sorted(known))}; "
-            "your own data goes under 'local_datasets' in params.yaml")
+            "your own data goes in data/local/<name>/ (README, 'Your own data')")
     return known[name]
 
 

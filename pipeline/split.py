@@ -9,39 +9,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
 
 SPLITS = ("train", "valid", "test")
+COLUMNS = ("uid", "iid", "rating", "timestamp", "raw_row")
 
 
-def split(interactions: Path, min_interactions: int = 3, threads: int = 2) -> tuple[dict[str, pa.Table], dict]:
+def split(interactions: Path, min_interactions: int = 3) -> tuple[dict[str, pa.Table], dict]:
     if min_interactions < 3:
         raise PipelineError(f"params.yaml: split.min_interactions must be >= 3, got {min_interactions}")
-    con = duckdb.connect()
-    con.execute(f"SET threads={int(threads)}")
-    con.execute(f"""
-        CREATE TEMP TABLE s AS
-        SELECT uid, iid, rating, timestamp, raw_row,
-               CASE WHEN n < {int(min_interactions)} THEN 'train'
-                    WHEN rk = 1 THEN 'test' WHEN rk = 2 THEN 'valid' ELSE 'train' END AS part
-        FROM (SELECT *, row_number() OVER (PARTITION BY uid ORDER BY timestamp DESC, raw_row DESC) AS rk,
-                     count(*) OVER (PARTITION BY uid) AS n
-              FROM read_parquet(?))""", [str(interactions)])
-    out = {name: con.sql("SELECT uid, iid, rating, timestamp, raw_row FROM s WHERE part = ? "
-                         "ORDER BY uid, timestamp, raw_row", params=[name]).to_arrow_table()
-           for name in SPLITS}
-    train_only = con.sql(f"""SELECT count(*) FROM (SELECT uid FROM s GROUP BY uid
-                            HAVING count(*) < {int(min_interactions)})""").fetchone()[0]
+    table = pq.read_table(interactions, columns=list(COLUMNS))
+    uid, ts, raw = (table[c].to_numpy() for c in ("uid", "timestamp", "raw_row"))
+    order = np.lexsort((raw, ts, uid))  # by user, then time, then raw-file position
+    table = table.take(order)
+    uid = uid[order]
+    starts = np.flatnonzero(np.r_[True, uid[1:] != uid[:-1]])
+    ends = np.r_[starts[1:], len(uid)]
+    evaluated = (ends - starts) >= min_interactions
+    test_rows, valid_rows = ends[evaluated] - 1, ends[evaluated] - 2
+    part = np.zeros(len(uid), dtype=np.int8)  # 0 train, 1 valid, 2 test
+    part[valid_rows], part[test_rows] = 1, 2
+    out = {name: table.filter(pa.array(part == k)) for k, name in enumerate(SPLITS)}
     stats = {name: {"interactions": t.num_rows} for name, t in out.items()}
-    stats["evaluated_users"] = out["test"].num_rows
-    stats["train_only_users"] = train_only
-    stats["min_interactions"] = min_interactions
-    return {k: _schema(v) for k, v in out.items()}, stats
-
-
-def _schema(t: pa.Table) -> pa.Table:
-    return t.cast(pa.schema([("uid", pa.int32()), ("iid", pa.int32()), ("rating", pa.float32()),
-                             ("timestamp", pa.int64()), ("raw_row", pa.int64())]))
+    stats.update(evaluated_users=int(evaluated.sum()), train_only_users=int((~evaluated).sum()),
+                 min_interactions=min_interactions)
+    return out, stats

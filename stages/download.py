@@ -1,4 +1,8 @@
-"""download: fetch a dataset's raw files (first working route) into data/raw/<dataset>/."""
+"""download: fetch a dataset's raw files (first working route) into data/raw/<dataset>/.
+
+A name with a folder data/local/<name>/ is the user's own data (interactions and items, CSV
+or Parquet, canonical schema); any other name must be a known dataset (pipeline/sources.py).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,24 +15,21 @@ from pipeline.params import get, load_params, section
 from pipeline.sources import Dataset, Route, dataset
 
 
-def local_dataset(name: str, spec: dict) -> Dataset:
+def local_dataset(name: str, folder: Path) -> Dataset:
     files = []
     for role in ("interactions", "items"):
-        if not isinstance(spec.get(role), str):
-            raise PipelineError(f"params.yaml: local_datasets.{name}.{role} must be a file path")
-        path = Path(spec[role])
-        if path.suffix not in (".csv", ".parquet"):
-            raise PipelineError(f"params.yaml: local_datasets.{name}.{role}: {path} must be .csv or .parquet")
-        files.append(LocalFile(path, f"{role}{path.suffix}"))
+        found = [folder / f"{role}{ext}" for ext in (".csv", ".parquet") if (folder / f"{role}{ext}").exists()]
+        if len(found) != 1:
+            raise PipelineError(f"{folder}: expected one of {role}.csv or {role}.parquet, found {len(found)}")
+        files.append(LocalFile(found[0], found[0].name))
     return Dataset(name, (Route("local", "local", tuple(files), note="user-supplied files"),))
 
 
 def main() -> None:
     args = dataset_parser(__doc__).parse_args()
-    params = load_params(args.params)
-    cfg = section(params, "download")
-    local = params.get("local_datasets") or {}
-    ds = local_dataset(args.dataset, local[args.dataset]) if args.dataset in local else dataset(args.dataset)
+    cfg = section(load_params(args.params), "download")
+    folder = paths.local(args.dataset)
+    ds = local_dataset(args.dataset, folder) if folder.is_dir() else dataset(args.dataset)
     download(ds, paths.raw(args.dataset), timeout_s=get(cfg, "timeout_s", (int, float), "download"),
              allow_unpinned=get(cfg, "allow_unpinned", bool, "download"))
 
