@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 
-def tfidf_vectors(texts: list[str], max_df: float = 0.01, min_max_df: int = 100) -> sp.csr_matrix:
+def tfidf_vectors(texts: list[str], max_df: float = 0.01, min_max_df: int = 1000) -> sp.csr_matrix:
     """L2-normalised TF-IDF rows; an empty or stop-word-only title is an all-zero row.
 
     Terms found in more than max(max_df * items, min_max_df) titles are dropped: they say
