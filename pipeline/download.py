@@ -128,10 +128,13 @@ def fetch_route(route: Route, timeout_s: float, allow_unpinned: bool) -> dict[st
 
 
 def _place(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)  # same filesystem: no second copy
-    except OSError:
-        shutil.copy2(src, dst)
+    if src.is_relative_to(cache_dir()):
+        try:
+            os.link(src, dst)  # our own cache, same filesystem: no second copy
+            return
+        except OSError:
+            pass
+    shutil.copy2(src, dst)  # never link a user's own file into DVC's workspace
 
 
 def download(ds: Dataset, out_dir: Path, timeout_s: float = 30.0,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pipeline import paths
-from pipeline.artifacts import write_json, write_parquet
+from pipeline.artifacts import atomic_dir, write_json, write_parquet
 from pipeline.cli import dataset_parser, run
 from pipeline.kcore import KCoreConfig, kcore
 from pipeline.params import get, load_params, section
@@ -20,10 +20,10 @@ def main() -> None:
     cfg = config(load_params(args.params))
     src = paths.prepared(args.dataset)
     inter, users, items, stats = kcore(src / "interactions.parquet", src / "items.parquet", cfg)
-    out = paths.kcore(args.dataset)
-    write_parquet(inter, out / "interactions.parquet")
-    write_parquet(users, out / "users.parquet")
-    write_parquet(items, out / "items.parquet")
+    with atomic_dir(paths.kcore(args.dataset)) as out:  # all files or none
+        write_parquet(inter, out / "interactions.parquet")
+        write_parquet(users, out / "users.parquet")
+        write_parquet(items, out / "items.parquet")
     write_json({"dataset": args.dataset, **stats}, paths.metrics("kcore", args.dataset))
     print(f"[kcore] {args.dataset}: {stats['users']:,} users, {stats['items']:,} items, "
           f"{stats['interactions']:,} interactions, sparsity {stats['sparsity']:.4f}")

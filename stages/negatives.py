@@ -4,7 +4,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 from pipeline import paths
-from pipeline.artifacts import write_json, write_parquet
+from pipeline.artifacts import atomic_dir, write_json, write_parquet
 from pipeline.cli import dataset_parser, run
 from pipeline.negatives import NegativesConfig, make_all
 from pipeline.params import get, load_params, section
@@ -29,8 +29,9 @@ def main() -> None:
               for s in SPLITS}
     titles = pq.read_table(paths.kcore(args.dataset) / "items.parquet", columns=["title"])["title"].to_pylist()
     tables, stats = make_all(splits, titles, cfg)
-    for name, table in tables.items():
-        write_parquet(table, paths.negatives(args.dataset) / f"{name}.parquet")
+    with atomic_dir(paths.negatives(args.dataset)) as out:  # all files or none
+        for name, table in tables.items():
+            write_parquet(table, out / f"{name}.parquet")
     write_json({"dataset": args.dataset, "text_backend": cfg.text_backend, **stats},
                paths.metrics("negatives", args.dataset))
     print(f"[negatives] {args.dataset}: " + ", ".join(f"{k} {v['rows']:,}" for k, v in stats.items()))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pipeline import paths
-from pipeline.artifacts import read_json, write_json, write_parquet
+from pipeline.artifacts import atomic_dir, read_json, write_json, write_parquet
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
 from pipeline.params import load_params
@@ -16,9 +16,9 @@ def main() -> None:
     if not (raw / "checksums.json").exists():
         raise PipelineError(f"{raw}/checksums.json missing: run the download stage first")
     inter, items, report = prepare(raw, read_json(raw / "checksums.json"))
-    out = paths.prepared(args.dataset)
-    write_parquet(inter, out / "interactions.parquet")
-    write_parquet(items, out / "items.parquet")
+    with atomic_dir(paths.prepared(args.dataset)) as out:  # all files or none
+        write_parquet(inter, out / "interactions.parquet")
+        write_parquet(items, out / "items.parquet")
     write_json(report, paths.metrics("prepare", args.dataset))
     print(f"[prepare] {args.dataset}: {report['interactions']:,} interactions, {report['users']:,} users, "
           f"{report['items']:,} items (route {report['route']})")

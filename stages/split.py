@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pipeline import paths
-from pipeline.artifacts import write_json, write_parquet
+from pipeline.artifacts import atomic_dir, write_json, write_parquet
 from pipeline.cli import dataset_parser, run
 from pipeline.params import get, load_params, section
 from pipeline.split import split
@@ -13,8 +13,9 @@ def main() -> None:
     s = section(load_params(args.params), "split")
     parts, stats = split(paths.kcore(args.dataset) / "interactions.parquet",
                          min_interactions=get(s, "min_interactions", int, "split"))
-    for name, table in parts.items():
-        write_parquet(table, paths.split(args.dataset) / f"{name}.parquet")
+    with atomic_dir(paths.split(args.dataset)) as out:  # all files or none
+        for name, table in parts.items():
+            write_parquet(table, out / f"{name}.parquet")
     write_json({"dataset": args.dataset, **stats}, paths.metrics("split", args.dataset))
     print(f"[split] {args.dataset}: " + ", ".join(f"{k} {v['interactions']:,}" for k, v in stats.items()
                                                   if isinstance(v, dict)))

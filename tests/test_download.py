@@ -89,3 +89,17 @@ def test_every_route_has_a_reader():
     for ds in registry().values():
         for route in ds.routes:
             assert route.format in READERS, (ds.name, route.name)
+
+
+def test_stage_cli_reports_unknown_dataset(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    res = subprocess.run([sys.executable, "-m", "stages.download", "ml-10m"], cwd=tmp_path,
+                         capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 2
+    assert "error: unknown dataset 'ml-10m'" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "data" / "raw").exists()
