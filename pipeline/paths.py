@@ -33,3 +33,15 @@ def negatives(ds: str) -> Path:
 
 def metrics(stage: str, ds: str) -> Path:
     return DATA / "metrics" / stage / f"{ds}.json"
+
+
+def domain(ds: str, model: str) -> Path:
+    return DATA / "domain" / ds / model
+
+
+def metrics_domain(ds: str, model: str) -> Path:
+    return DATA / "metrics" / "domain" / ds / f"{model}.json"
+
+
+def embeddings(ds: str, model: str) -> Path:
+    return DATA / "embeddings" / ds / f"{model}.safetensors"

@@ -1,0 +1,1 @@
+"""Domain recommenders (plain torch) behind one interface, see base.DomainModel."""
