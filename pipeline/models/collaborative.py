@@ -68,6 +68,21 @@ class MF(_BPR):
     name = "mf"
 
 
+class _SymmetricSpMM(torch.autograd.Function):
+    """y = A x for a symmetric sparse A: the gradient is A grad, so the backward pass reuses
+    the same CSR matrix instead of building its transpose (torch's generic path), which is
+    several times slower on CPU."""
+
+    @staticmethod
+    def forward(ctx, adj, x):
+        ctx.adj = adj
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, torch.sparse.mm(ctx.adj, grad)
+
+
 class LightGCN(_BPR):
     """He et al. 2020: K rounds of propagation over the normalised user-item graph,
     final embedding = mean of the K+1 layers. Propagation is cached while not training."""
@@ -111,7 +126,7 @@ class LightGCN(_BPR):
         x = torch.cat([self.user.weight, self.item.weight])
         layers = [x]
         for _ in range(self.n_layers):
-            x = torch.sparse.mm(self.adj, x)
+            x = _SymmetricSpMM.apply(self.adj, x)
             layers.append(x)
         out = torch.stack(layers).mean(0)
         u, i = out[:self.n_users], out[self.n_users:]

@@ -1,0 +1,280 @@
+"""Sequential recommenders in plain torch: SASRec, GRU4Rec and BERT4Rec.
+
+Conventions shared by all three (read this first):
+- batches carry item *ids* (0..n_items-1) with -1 for padding, left-padded so the most
+  recent item is always in the last column; BERT4Rec's [MASK] is id n_items;
+- the embedding table is indexed by *token* = id + 1, so padding (-1) lands on row 0
+  (`padding_idx`, a zero vector) and item i on row i + 1;
+- scores are the dot product of an encoder state with the real item rows of that same
+  table (shared input/output embeddings), so pad and [MASK] are never scored;
+- `set_history` stores the [n_users, max_len] ids that `score_all` and `tables` encode.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.models.base import TrainableModel
+from pipeline.models.data import Interactions
+
+
+def left_pad(seqs: list[np.ndarray], length: int, fill: int = -1) -> np.ndarray:
+    """[len(seqs), length] with each sequence's last `length` items right-aligned."""
+    out = np.full((len(seqs), length), fill, dtype=np.int64)
+    for row, seq in enumerate(seqs):
+        seq = seq[max(len(seq) - length, 0):]
+        if len(seq):
+            out[row, -len(seq):] = seq
+    return out
+
+
+class SequentialModel(TrainableModel):
+    """What the three models share: config, the item table, history, scoring, and the
+    next-item batches that SASRec and GRU4Rec train on (BERT4Rec overrides `batches`)."""
+
+    n_special: ClassVar[int] = 1  # extra embedding rows beyond the items: the pad row
+    min_train_len: ClassVar[int] = 2  # next-item training needs an input and a target
+
+    def __init__(self, n_users: int, n_items: int, cfg: dict[str, Any]):
+        super().__init__(n_users, n_items, cfg)
+        self.dim = int(self.cfg.get("dim", 64))
+        self.max_len = int(self.cfg.get("max_len", 50))
+        self.n_layers = int(self.cfg.get("n_layers", 2))
+        self.batch_size = int(self.cfg.get("batch_size", 256))
+        self.item_emb = nn.Embedding(n_items + self.n_special, self.dim, padding_idx=0)
+        # small init: scores are raw dot products, and N(0, 1) rows start them far from 0
+        nn.init.normal_(self.item_emb.weight, std=0.02)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+        self.dropout = nn.Dropout(float(self.cfg.get("dropout", 0.2)))
+        # not persistent: history is an input (train for valid, train + valid for test),
+        # not a learned weight, so it stays out of checkpoints but follows .to(device)
+        self.register_buffer("history", None, persistent=False)
+
+    # -- the one thing each model defines -------------------------------------------------
+    def encode(self, ids: torch.Tensor) -> torch.Tensor:
+        """[B, L] item ids (-1 = pad) -> [B, L, dim] states; state t has seen ids[:, :t+1]
+        (SASRec, GRU4Rec) or the whole row (BERT4Rec)."""
+        raise NotImplementedError
+
+    # -- shared -----------------------------------------------------------------------------
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.item_emb(ids + 1)
+
+    def item_table(self) -> torch.Tensor:
+        return self.item_emb.weight[1:self.n_items + 1]
+
+    def set_history(self, history: torch.Tensor) -> None:
+        history = torch.as_tensor(history, dtype=torch.long, device=self.item_emb.weight.device)
+        if history.dim() != 2 or history.shape[0] != self.n_users:
+            raise ValueError(f"history must be [n_users={self.n_users}, L], got {tuple(history.shape)}")
+        if history.shape[1] >= self.max_len:  # keep the most recent max_len items
+            history = history[:, history.shape[1] - self.max_len:]
+        else:  # or pad on the left up to max_len, the length the model trained on
+            history = F.pad(history, (self.max_len - history.shape[1], 0), value=-1)
+        self.history = history.contiguous()
+
+    def history_ids(self, users: torch.Tensor) -> torch.Tensor:
+        if self.history is None:
+            raise RuntimeError(f"{type(self).__name__}: call set_history(...) before scoring")
+        return self.history[users]
+
+    def user_state(self, users) -> torch.Tensor:
+        """[B, dim] encoder state at the last position of each user's history."""
+        users = torch.as_tensor(users, dtype=torch.long, device=self.item_emb.weight.device)
+        return self.encode(self.history_ids(users))[:, -1]
+
+    def score_all(self, users) -> torch.Tensor:
+        return self.user_state(users) @ self.item_table().T
+
+    @torch.no_grad()
+    def tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        users = torch.arange(self.n_users, device=self.item_emb.weight.device)
+        user = torch.cat([self.user_state(users[s:s + self.batch_size])
+                          for s in range(0, self.n_users, self.batch_size)])
+        return user.float().cpu(), self.item_table().detach().float().cpu().clone()
+
+    def epoch_users(self, data: Interactions, rng: np.random.Generator) -> np.ndarray:
+        """Users with enough train items to learn from, in a fresh random order."""
+        lengths = np.diff(data.offsets)
+        return rng.permutation(np.flatnonzero(lengths >= self.min_train_len))
+
+    def batches(self, data: Interactions, rng: np.random.Generator) -> Iterator[dict[str, torch.Tensor]]:
+        """Next-item batches: inputs seq[:-1], targets seq[1:] over each user's most recent
+        max_len + 1 train items, so every position predicts the item that followed it."""
+        users = self.epoch_users(data, rng)
+        for start in range(0, len(users), self.batch_size):
+            chunk = users[start:start + self.batch_size]
+            seqs = left_pad([data.sequence(u) for u in chunk], self.max_len + 1)
+            inputs = seqs[:, :-1]
+            # -1 marks a position to ignore: padding, and the user's first item, which
+            # would otherwise be "predicted" from a pad input, i.e. from nothing
+            targets = np.where(inputs >= 0, seqs[:, 1:], -1)
+            yield self.extra({"users": torch.from_numpy(chunk), "inputs": torch.from_numpy(inputs.copy()),
+                              "targets": torch.from_numpy(targets)}, data, rng)
+
+    def extra(self, batch: dict[str, torch.Tensor], data: Interactions,
+              rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """Hook for per-batch randomness (SASRec's negatives); drawn from `rng`."""
+        return batch
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Cross-entropy over all items at every non-pad position."""
+        targets = batch["targets"]
+        valid = targets >= 0
+        # logits for real positions only: [n_real, n_items] rather than [B, L, n_items]
+        states = self.encode(batch["inputs"])[valid]
+        return F.cross_entropy(states @ self.item_table().T, targets[valid])
+
+
+class TransformerBackbone(SequentialModel):
+    """Item + learned position embeddings, pre-norm transformer blocks, final LayerNorm."""
+
+    causal: ClassVar[bool]
+
+    def __init__(self, n_users: int, n_items: int, cfg: dict[str, Any]):
+        super().__init__(n_users, n_items, cfg)
+        self.n_heads = int(self.cfg.get("n_heads", 2))
+        self.pos_emb = nn.Embedding(self.max_len, self.dim)
+        nn.init.normal_(self.pos_emb.weight, std=0.02)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(self.dim, self.n_heads, 4 * self.dim, float(self.cfg.get("dropout", 0.2)),
+                                       activation="gelu", batch_first=True, norm_first=True)
+            for _ in range(self.n_layers))
+        self.norm = nn.LayerNorm(self.dim)
+
+    def attn_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        """[B * heads, L, L] True = may not attend: padding keys (the key-padding mask)
+        and, for SASRec, future keys (the causal mask). A position may always attend to
+        itself: otherwise a pad row has nothing to attend to, its softmax is NaN, and
+        torch's eval fast path spreads that NaN over the whole sequence."""
+        L = ids.shape[1]
+        blocked = (ids < 0)[:, None, :].expand(-1, L, -1)
+        if self.causal:
+            blocked = blocked | torch.ones(L, L, dtype=torch.bool, device=ids.device).triu(1)
+        blocked = blocked & ~torch.eye(L, dtype=torch.bool, device=ids.device)
+        return blocked.repeat_interleave(self.n_heads, dim=0)  # the layout nn.MultiheadAttention takes
+
+    def encode(self, ids: torch.Tensor) -> torch.Tensor:
+        L = ids.shape[1]
+        # positions count from the right: with left padding the newest item always sits
+        # at position max_len - 1, in training and at scoring alike
+        x = self.dropout(self.embed(ids) + self.pos_emb.weight[self.max_len - L:])
+        mask = self.attn_mask(ids)
+        for block in self.blocks:
+            x = block(x, src_mask=mask)
+        return self.norm(x)
+
+
+class SASRec(TransformerBackbone):
+    """Self-attentive sequential recommendation (Kang & McAuley, 2018), causal attention.
+    cfg["loss"]: "ce" (full softmax, the RecBole setting) or "bce" (the paper: one sampled
+    negative per position)."""
+
+    name = "sasrec"
+    causal = True
+
+    def __init__(self, n_users: int, n_items: int, cfg: dict[str, Any]):
+        super().__init__(n_users, n_items, cfg)
+        self.loss_type = str(self.cfg.get("loss", "ce"))
+        if self.loss_type not in ("ce", "bce"):
+            raise ValueError(f"sasrec loss must be 'ce' or 'bce', got {self.loss_type!r}")
+
+    def extra(self, batch, data, rng):
+        if self.loss_type == "bce":
+            batch["negatives"] = torch.from_numpy(self.sample_negatives(batch, data, rng))
+        return batch
+
+    def sample_negatives(self, batch, data: Interactions, rng: np.random.Generator) -> np.ndarray:
+        """One negative per target, uniform over the items the user has no train
+        interaction with (the paper's sampler); -1 where the target is padding. A user
+        who has seen every item keeps a draw that at least differs from the target."""
+        targets, n = batch["targets"].numpy(), self.n_items
+
+        def draw(t):  # uniform over the n - 1 items other than t
+            return (t + 1 + rng.integers(0, n - 1, size=t.shape)) % n
+
+        negs = draw(np.maximum(targets, 0))
+        for row, u in enumerate(batch["users"].tolist()):
+            seen, valid = data.sequence(u), targets[row] >= 0
+            bad = valid & np.isin(negs[row], seen)
+            for _ in range(3):  # rejection: cheap when a user has seen few of many items
+                if not bad.any():
+                    break
+                negs[row, bad] = draw(targets[row, bad])
+                bad = valid & np.isin(negs[row], seen)
+            if bad.any():  # a heavy user: draw from the unseen items directly
+                unseen = np.setdiff1d(np.arange(n), seen)
+                if len(unseen):
+                    negs[row, bad] = rng.choice(unseen, size=int(bad.sum()))
+        return np.where(targets >= 0, negs, -1)
+
+    def loss(self, batch):
+        if self.loss_type == "ce":
+            return super().loss(batch)
+        targets = batch["targets"]
+        valid = targets >= 0
+        states = self.encode(batch["inputs"])[valid]
+        pos = (states * self.embed(targets[valid])).sum(-1)
+        neg = (states * self.embed(batch["negatives"][valid])).sum(-1)
+        return (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos))
+                + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg)))
+
+
+class GRU4Rec(SequentialModel):
+    """Session-based recommendation with RNNs (Hidasi et al., 2016), trained with
+    cross-entropy over all items at every position (the RecBole setting)."""
+
+    name = "gru4rec"
+
+    def __init__(self, n_users: int, n_items: int, cfg: dict[str, Any]):
+        super().__init__(n_users, n_items, cfg)
+        # nn.GRU applies its dropout only between layers (and warns when there are none)
+        self.gru = nn.GRU(self.dim, self.dim, self.n_layers, batch_first=True,
+                          dropout=float(self.cfg.get("dropout", 0.2)) if self.n_layers > 1 else 0.0)
+
+    def encode(self, ids: torch.Tensor) -> torch.Tensor:
+        # left pads come first with a zero embedding: they only shift the GRU's starting
+        # state, and training and scoring both pad to max_len, so that shift is learned
+        out, _ = self.gru(self.dropout(self.embed(ids)))
+        return self.dropout(out)
+
+
+class BERT4Rec(TransformerBackbone):
+    """Bidirectional transformer trained by cloze (Sun et al., 2019): random items are
+    replaced by [MASK] and predicted from both sides; at scoring, a [MASK] appended after
+    the history is predicted from the left side alone."""
+
+    name = "bert4rec"
+    causal = False
+    n_special = 2  # pad row and the [MASK] row
+    min_train_len = 1  # a lone item can still be masked and predicted
+
+    def __init__(self, n_users: int, n_items: int, cfg: dict[str, Any]):
+        super().__init__(n_users, n_items, cfg)
+        self.mask_prob = float(self.cfg.get("mask_prob", 0.2))
+        self.mask_id = n_items  # token n_items + 1, the embedding's last row
+
+    def batches(self, data, rng):
+        users = self.epoch_users(data, rng)
+        for start in range(0, len(users), self.batch_size):
+            chunk = users[start:start + self.batch_size]
+            ids = left_pad([data.sequence(u) for u in chunk], self.max_len)
+            real = ids >= 0
+            masked = (rng.random(ids.shape) < self.mask_prob) & real
+            # a row with nothing masked teaches nothing: mask its newest item, which is
+            # also the position that scoring asks about
+            masked[~masked.any(axis=1), -1] = True
+            yield {"users": torch.from_numpy(chunk),
+                   "inputs": torch.from_numpy(np.where(masked, self.mask_id, ids)),
+                   "targets": torch.from_numpy(np.where(masked, ids, -1))}
+
+    def history_ids(self, users):
+        # drop the oldest item so the [MASK] to be predicted still fits in max_len
+        hist = super().history_ids(users)
+        return torch.cat([hist[:, 1:], torch.full_like(hist[:, :1], self.mask_id)], dim=1)
+
