@@ -48,12 +48,16 @@ class EvalSets:
         return metrics.known_items(self.n_users, self.n_items, *parts)
 
 
+def _ids(a: np.ndarray) -> torch.Tensor:
+    """int64 tensor from ids (Arrow hands out read-only arrays, which torch will not wrap)."""
+    return torch.tensor(a, dtype=torch.long)
+
+
 def _scores(model: DomainModel, users: np.ndarray, items: np.ndarray, batch: int = 1024) -> np.ndarray:
     out = []
     with torch.no_grad():
         for s in range(0, len(users), batch):
-            out.append(model.score(torch.from_numpy(users[s:s + batch]).long(),
-                                   torch.from_numpy(items[s:s + batch]).long()).float().numpy())
+            out.append(model.score(_ids(users[s:s + batch]), _ids(items[s:s + batch])).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, items.shape[1]))
 
 
@@ -62,7 +66,7 @@ def retrieval(model: DomainModel, ev: EvalSets, split: str, ks=metrics.RETRIEVAL
     model.set_history(ev.history(split))
     with torch.no_grad():
         return metrics.retrieval_metrics(
-            lambda u: model.score_all(torch.from_numpy(u).long()).float().numpy(),
+            lambda u: model.score_all(_ids(u)).float().numpy(),
             t["uid"].to_numpy(), t["iid"].to_numpy(), ev.known(split), ks)
 
 
@@ -86,7 +90,6 @@ def evaluate(model: DomainModel, ev: EvalSets) -> dict:
     if getattr(model, "predicts_ratings", False):
         t = ev.splits["test"]
         with torch.no_grad():
-            pred = model.predict(torch.from_numpy(t["uid"].to_numpy()).long(),
-                                 torch.from_numpy(t["iid"].to_numpy()).long()).numpy()
+            pred = model.predict(_ids(t["uid"].to_numpy()), _ids(t["iid"].to_numpy())).numpy()
         out["rating"] = metrics.rating_metrics(np.clip(pred, 1, 5), t["rating"].to_numpy())
     return out

@@ -15,7 +15,8 @@ from tests.conftest import FIXTURES, REPO
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["download", "prepare", "kcore", "split", "negatives"]
+DATA_STAGES = ["download", "prepare", "kcore", "split", "negatives"]
+STAGES = DATA_STAGES + ["pretrain_domain", "export_embeddings", "baselines"]
 
 
 def dvc(cwd: Path, *args: str) -> str:
@@ -43,6 +44,9 @@ def project(tmp_path_factory) -> Path:
     params["datasets"] = ["tiny"]
     params["kcore"].update(user_k=3, item_k=3)
     params["negatives"].update(topk_negatives=5, ranking_negatives=10, text_pool=5)
+    params["domain"]["models"] = ["mostpop", "mf", "lightgcn", "sasrec"]
+    params["domain"]["export"] = ["lightgcn"]
+    params["domain"]["train"].update(epochs=2)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     dvc(root, "init", "--no-scm", "-q")
     return root
@@ -56,7 +60,9 @@ def test_repro_builds_every_stage_then_is_up_to_date(project):
                  "kcore/tiny/interactions.parquet", "kcore/tiny/users.parquet", "kcore/tiny/items.parquet",
                  "split/tiny/train.parquet", "split/tiny/valid.parquet", "split/tiny/test.parquet",
                  *[f"negatives/tiny/{s}_{p}.parquet" for s in ("valid", "test") for p in ("topk", "ranking", "binary")],
-                 *[f"metrics/{s}/tiny.json" for s in STAGES[1:]]]:
+                 *[f"metrics/{s}/tiny.json" for s in DATA_STAGES[1:]],
+                 "embeddings/tiny/lightgcn.safetensors", "reports/tiny/baselines.md",
+                 *[f"metrics/domain/tiny/{m}.json" for m in ("mostpop", "mf", "lightgcn", "sasrec")]]:
         assert (d / path).exists(), path
     again = dvc(project, "repro")
     assert ran(again) == set()
@@ -82,9 +88,27 @@ def test_param_change_reruns_only_dependents(project):
     params["kcore"]["item_k"] = 5  # drops items, so everything downstream changes
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     out = dvc(project, "repro")
-    assert ran(out) == {"kcore", "split", "negatives"}
+    assert ran(out) == {"kcore", "split", "negatives", "pretrain_domain", "export_embeddings", "baselines"}
     assert (project / "data/metrics/kcore/tiny.json").read_text() != before
     params["negatives"]["seed"] = 7
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    assert ran(dvc(project, "repro")) == {"negatives"}
+    assert ran(dvc(project, "repro")) == {"negatives", "pretrain_domain", "baselines"}
+    params["domain"]["mf"]["dim"] = 8  # one model's params: only that model and the table
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    out = dvc(project, "repro")
+    assert ran(out) == {"pretrain_domain", "baselines"} and "pretrain_domain@tiny-mf" in out
+    assert "pretrain_domain@tiny-lightgcn" not in out
     assert ran(dvc(project, "repro", "split@tiny", "--force", "--single-item")) == {"split"}
+
+
+def test_exported_embeddings_follow_the_contract(project):
+    from safetensors import safe_open
+
+    with safe_open(project / "data/embeddings/tiny/lightgcn.safetensors", "pt") as f:
+        meta = f.metadata()
+        user, item = f.get_tensor("user"), f.get_tensor("item")
+    n_users = len(pq.read_table(project / "data/kcore/tiny/users.parquet"))
+    n_items = len(pq.read_table(project / "data/kcore/tiny/items.parquet"))
+    assert user.shape == (n_users, 64) and item.shape == (n_items, 64)
+    assert str(user.dtype) == "torch.float32"
+    assert meta["model"] == "lightgcn" and meta["dataset"] == "tiny" and meta["dim"] == "64"
