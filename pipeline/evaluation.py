@@ -70,6 +70,17 @@ def retrieval(model: DomainModel, ev: EvalSets, split: str, ks=metrics.RETRIEVAL
             t["uid"].to_numpy(), t["iid"].to_numpy(), ev.known(split), ks)
 
 
+def valid_score(model: DomainModel, ev: EvalSets) -> float:
+    """What early stopping maximises: valid NDCG@10 over all items, or -RMSE for a model
+    that predicts ratings."""
+    if getattr(model, "predicts_ratings", False):
+        t = ev.splits["valid"]
+        with torch.no_grad():
+            pred = model.predict(_ids(t["uid"].to_numpy()), _ids(t["iid"].to_numpy())).numpy()
+        return -metrics.rating_metrics(np.clip(pred, 1, 5), t["rating"].to_numpy())["RMSE"]
+    return retrieval(model, ev, "valid", ks=(10,))["NDCG@10"]
+
+
 def evaluate(model: DomainModel, ev: EvalSets) -> dict:
     """All protocols on test (and the valid ones needed to fix the binary threshold)."""
     model.eval()

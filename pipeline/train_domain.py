@@ -1,4 +1,4 @@
-"""Train a domain model: Adam, early stopping on valid NDCG@10 (full ranking), atomic
+"""Train a domain model: Adam, early stopping on a valid score (higher is better), atomic
 checkpoints of the best weights, progress on the terminal. Readable top to bottom."""
 from __future__ import annotations
 
@@ -49,12 +49,12 @@ def fit(model: DomainModel, data: Interactions, valid_metric: Callable[[DomainMo
     if isinstance(model, StaticModel):
         model.build(data)
         score = valid_metric(model)
-        log(f"[{model.name}] built from counts, valid NDCG@10 {score:.4f}")
-        return [{"epoch": 0, "valid_ndcg10": score}]
+        log(f"[{model.name}] built from counts, valid {score:.4f}")
+        return [{"epoch": 0, "valid": score}]
     assert isinstance(model, TrainableModel)
     rng = np.random.default_rng(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history, best, best_state, stale = [], -1.0, None, 0
+    history, best, best_state, stale = [], -float("inf"), None, 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         start, total, n = time.perf_counter(), 0.0, 0
@@ -69,7 +69,7 @@ def fit(model: DomainModel, data: Interactions, valid_metric: Callable[[DomainMo
         row = {"epoch": epoch, "loss": total / max(n, 1), "seconds": seconds}
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             model.eval()
-            row["valid_ndcg10"] = score = valid_metric(model)
+            row["valid"] = score = valid_metric(model)
             if score > best:
                 best, stale = score, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -79,7 +79,7 @@ def fit(model: DomainModel, data: Interactions, valid_metric: Callable[[DomainMo
                 stale += 1
         history.append(row)
         log(f"[{model.name}] epoch {epoch}: loss {row['loss']:.4f}, {seconds:.1f}s"
-            + (f", valid NDCG@10 {row['valid_ndcg10']:.4f}" if "valid_ndcg10" in row else ""))
+            + (f", valid {row['valid']:.4f}" if "valid" in row else ""))
         if stale >= cfg.patience:
             log(f"[{model.name}] early stop: no improvement in {cfg.patience} evaluations")
             break

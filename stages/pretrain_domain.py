@@ -14,7 +14,7 @@ import torch
 from pipeline import paths
 from pipeline.artifacts import atomic_dir, write_json
 from pipeline.cli import run
-from pipeline.evaluation import EvalSets, evaluate, retrieval
+from pipeline.evaluation import EvalSets, evaluate, valid_score
 from pipeline.models.registry import model_class
 from pipeline.params import get, load_params, section
 from pipeline.train_domain import TrainConfig, build_model, fit, save_weights
@@ -47,7 +47,7 @@ def main() -> None:
     out = paths.domain(args.dataset, args.model)
     start = time.perf_counter()
     with atomic_dir(out) as tmp:
-        history = fit(model, ev.train(), lambda m: retrieval(m, ev, "valid", ks=(10,))["NDCG@10"],
+        history = fit(model, ev.train(), lambda m: valid_score(m, ev),
                       train_cfg, checkpoint=tmp / "model.safetensors",
                       metadata={"model": args.model, "dataset": args.dataset})
         train_seconds = time.perf_counter() - start

@@ -47,6 +47,9 @@ def project(tmp_path_factory) -> Path:
     params["domain"]["models"] = ["mostpop", "mf", "lightgcn", "sasrec"]
     params["domain"]["export"] = ["lightgcn"]
     params["domain"]["train"].update(epochs=2)
+    for m in params["domain"]["models"]:
+        if "epochs" in params["domain"][m]:
+            params["domain"][m]["epochs"] = 2
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     dvc(root, "init", "--no-scm", "-q")
     return root
