@@ -64,7 +64,7 @@ def fit(model: DomainModel, data: Interactions, valid_metric: Callable[[DomainMo
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total, n = total + float(loss), n + 1
+            total, n = total + loss.item(), n + 1
         seconds = time.perf_counter() - start
         row = {"epoch": epoch, "loss": total / max(n, 1), "seconds": seconds}
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:

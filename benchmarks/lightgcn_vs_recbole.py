@@ -1,0 +1,223 @@
+"""Benchmark: our LightGCN against RecBole 1.2.1's LightGCN, same split, same hyperparameters.
+
+Not a test: trains both for exactly --epochs epochs (no early stopping, no validation), times
+each epoch's training loop, then scores the final weights on test by full ranking (train and
+valid items masked, as both libraries do) and prints seconds/epoch, Recall@20 and NDCG@20 side
+by side. Targets: ours at least as accurate (NDCG@20) and at least 2x faster per epoch.
+
+    python benchmarks/lightgcn_vs_recbole.py                          # ML-1M, 20 epochs
+    python benchmarks/lightgcn_vs_recbole.py --dataset ml-100k --epochs 2   # a quick look
+
+RecBole cannot share our pins (it needs numpy<2, scipy<1.11, ...), so it runs in its own venv,
+benchmarks/.recbole-venv (git-ignored), which this script builds on first use (a few minutes).
+Needs data/split/<dataset> and data/kcore/<dataset> (`dvc repro` or the stages up to split).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.evaluation import EvalSets, retrieval  # noqa: E402
+from pipeline.models.collaborative import LightGCN  # noqa: E402
+from pipeline.train_domain import build_model  # noqa: E402
+
+VENV = ROOT / "benchmarks" / ".recbole-venv"
+VENV_DONE = VENV / ".complete"  # written last, so a half-built venv is rebuilt, not used
+# "+cpu" names the CPU build outright: pip then fails instead of quietly pulling a CUDA torch.
+TORCH = "torch==2.13.0+cpu"
+# RecBole 1.2.1 uses scipy's dok_matrix._update (gone in 1.11) and numpy 1 aliases; ray (imported
+# by recbole.quick_start) needs pkg_resources, which setuptools 81 dropped, while torch 2.13
+# requires setuptools>=77.0.3: hence that window rather than setuptools<70.
+RECBOLE_PKGS = ["recbole==1.2.1", "numpy<2", "pandas<2.3", "scipy<1.11", "setuptools>=77.0.3,<81"]
+THREADS = 2
+
+
+def ensure_recbole_venv() -> Path:
+    """Build benchmarks/.recbole-venv if it is missing or incomplete; return its python."""
+    python = VENV / "bin" / "python"
+    if VENV_DONE.exists():
+        return python
+    if VENV.exists():
+        shutil.rmtree(VENV)
+    print(f"building {VENV.relative_to(ROOT)} (first run only, a few minutes)", flush=True)
+    subprocess.run(["python3.11", "-m", "venv", str(VENV)], check=True)
+    pip = [str(python), "-m", "pip", "install", "-q"]
+    # torch first and alone, then pinned by a constraint so RecBole's deps cannot swap it
+    subprocess.run(pip + [TORCH], check=True)
+    constraints = VENV / "constraints.txt"
+    constraints.write_text(TORCH + "\n")
+    subprocess.run(pip + ["-c", str(constraints)] + RECBOLE_PKGS, check=True)
+    subprocess.run([str(python), "-c", "import recbole.quick_start, torch; "
+                    "assert torch.version.cuda is None, 'CUDA torch in the RecBole venv'"], check=True)
+    VENV_DONE.write_text("\n".join([TORCH] + RECBOLE_PKGS) + "\n")
+    return python
+
+
+def export_atomic(ev: EvalSets, folder: Path, name: str) -> None:
+    """Our split as RecBole's pre-split atomic files, our dense uid/iid as tokens."""
+    folder.mkdir(parents=True)
+    for split in ("train", "valid", "test"):
+        t = ev.splits[split]
+        cols = np.column_stack([t["uid"].to_numpy(), t["iid"].to_numpy(), t["timestamp"].to_numpy()])
+        np.savetxt(folder / f"{name}.{split}.inter", cols, fmt="%d", delimiter="\t", comments="",
+                   header="user_id:token\titem_id:token\ttimestamp:float")
+
+
+def recbole_config(args, work: Path, name: str) -> dict:
+    """RecBole settings matching ours. With benchmark_filename RecBole neither filters nor
+    re-splits (Dataset.build returns the three files as they are), so both sides see the
+    same users and items; eval_args' split is ignored then."""
+    return {
+        "dataset": name, "data_path": str(work), "checkpoint_dir": str(work / "saved"),
+        "benchmark_filename": ["train", "valid", "test"],
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "user_inter_num_interval": "[0,inf)", "item_inter_num_interval": "[0,inf)",
+        "embedding_size": args.dim, "n_layers": args.layers, "reg_weight": args.reg,
+        # RecBole's default EmbLoss is sum of L2 norms / B; require_pow makes it
+        # sum of squared norms / (2B), which is our LightGCN's regulariser
+        "require_pow": True,
+        "learning_rate": args.lr, "train_batch_size": args.batch, "epochs": args.epochs,
+        "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1, "alpha": 1.0,
+                                  "dynamic": False, "candidate_num": 0},
+        "eval_args": {"group_by": "user", "order": "TO", "mode": "full"},
+        "metrics": ["Recall", "NDCG"], "topk": [20], "valid_metric": "NDCG@20",
+        "stopping_step": args.epochs + 1, "eval_batch_size": 4096,
+        "use_gpu": False, "gpu_id": "", "seed": args.seed, "reproducibility": True,
+        "show_progress": False, "threads": THREADS,
+    }
+
+
+# Runs inside the RecBole venv. fit() with valid_data=None trains exactly `epochs` epochs with
+# no validation, early stopping or checkpoint; _train_epoch is wrapped to time the training
+# loop only (RecBole builds its graph in the model constructor, untimed, as we do below).
+RUNNER = r'''
+import json, sys, time, warnings
+# deprecations inside ray (pkg_resources) and RecBole (torch.sparse.FloatTensor), not ours to fix
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+warnings.filterwarnings("ignore", message=r"torch\.sparse\.SparseTensor")
+import torch
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import get_model, get_trainer, init_seed
+
+cfg = json.load(open(sys.argv[1]))
+sys.argv = sys.argv[:1]  # RecBole's Config parses the command line too
+torch.set_num_threads(cfg.pop("threads"))
+config = Config(model="LightGCN", dataset=cfg["dataset"], config_dict=cfg)
+init_seed(config["seed"], config["reproducibility"])
+train, valid, test = data_preparation(config, create_dataset(config))
+init_seed(config["seed"], config["reproducibility"])
+model = get_model("LightGCN")(config, train._dataset).to(config["device"])
+trainer = get_trainer(config["MODEL_TYPE"], "LightGCN")(config, model)
+times, inner = [], trainer._train_epoch
+
+def timed(train_data, epoch_idx, *a, **k):
+    start = time.perf_counter()
+    loss = inner(train_data, epoch_idx, *a, **k)
+    times.append(time.perf_counter() - start)
+    print(f"[recbole] epoch {epoch_idx + 1}: loss {loss / len(train_data):.4f}, {times[-1]:.1f}s",
+          file=sys.stderr, flush=True)
+    return loss
+
+trainer._train_epoch = timed
+trainer.fit(train, valid_data=None, verbose=False, saved=False, show_progress=False)
+result = trainer.evaluate(test, load_best_model=False, show_progress=False)
+print(json.dumps({"seconds_per_epoch": sum(times) / len(times), "epoch_seconds": times,
+                  "users": train._dataset.user_num - 1, "items": train._dataset.item_num - 1,
+                  "recall@20": float(result["recall@20"]), "ndcg@20": float(result["ndcg@20"])}))
+'''
+
+
+def run_recbole(args, ev: EvalSets, work: Path) -> dict:
+    """Export the split, then train and test RecBole's LightGCN in its own venv."""
+    python = ensure_recbole_venv()
+    name = f"{args.dataset}-ours"  # not a name RecBole knows, so it loads no preset or download
+    export_atomic(ev, work / name, name)
+    (work / "config.json").write_text(json.dumps(recbole_config(args, work, name)))
+    (work / "runner.py").write_text(RUNNER)
+    # RecBole's checkpoint loading predates torch's weights_only default; cwd = work keeps its
+    # log_tensorboard/ folder out of the repo
+    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": str(THREADS)}
+    out = subprocess.run([str(python), "runner.py", "config.json"], cwd=work, env=env,
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert (result["users"], result["items"]) == (ev.n_users, ev.n_items), \
+        f"RecBole sees {result['users']} users / {result['items']} items, we {ev.n_users} / {ev.n_items}"
+    return result
+
+
+def run_ours(args, ev: EvalSets) -> dict:
+    """Our LightGCN, trained in-process with the loop of pipeline.train_domain.fit (minus
+    validation and early stopping), then full-ranking test metrics."""
+    torch.set_num_threads(THREADS)
+    cfg = {"dim": args.dim, "n_layers": args.layers, "batch_size": args.batch, "reg": args.reg}
+    model = build_model(LightGCN, ev.n_users, ev.n_items, cfg, args.seed)
+    data = ev.train()
+    model.set_graph(data)  # built once, untimed, like RecBole's normalised adjacency
+    rng = np.random.default_rng(args.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    times = []
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        start, total, n = time.perf_counter(), 0.0, 0
+        for batch in model.batches(data, rng):  # sampling included, as in RecBole's epoch
+            loss = model.loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, n = total + float(loss.detach()), n + 1
+        times.append(time.perf_counter() - start)
+        print(f"[ours] epoch {epoch}: loss {total / n:.4f}, {times[-1]:.1f}s", file=sys.stderr, flush=True)
+    model.eval()
+    m = retrieval(model, ev, "test", ks=(20,))
+    return {"seconds_per_epoch": sum(times) / len(times), "epoch_seconds": times,
+            "recall@20": m["Recall@20"], "ndcg@20": m["NDCG@20"]}
+
+
+def report(args, ev: EvalSets, ours: dict, theirs: dict) -> None:
+    print(f"\nLightGCN on {args.dataset} ({ev.n_users} users, {ev.n_items} items): {args.epochs} epochs, "
+          f"dim {args.dim}, {args.layers} layers, lr {args.lr}, batch {args.batch}, reg {args.reg}, "
+          f"seed {args.seed}, {THREADS} torch threads")
+    print(f"{'implementation':<16}{'s/epoch':>10}{'Recall@20':>12}{'NDCG@20':>10}")
+    for label, r in (("ours", ours), ("RecBole 1.2.1", theirs)):
+        print(f"{label:<16}{r['seconds_per_epoch']:>10.2f}{r['recall@20']:>12.4f}{r['ndcg@20']:>10.4f}")
+    ratio = theirs["seconds_per_epoch"] / ours["seconds_per_epoch"]
+    print(f"speed ratio (RecBole s/epoch / ours): {ratio:.2f}x")
+    print(f"target ours NDCG@20 >= RecBole's: {'MET' if ours['ndcg@20'] >= theirs['ndcg@20'] else 'NOT MET'}")
+    print(f"target speed ratio >= 2: {'MET' if ratio >= 2 else 'NOT MET'}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="ml-1m")
+    p.add_argument("--epochs", type=int, default=20, help="fixed for both sides, no early stopping")
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch", type=int, default=2048)
+    p.add_argument("--reg", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=2024)
+    args = p.parse_args()
+    os.chdir(ROOT)  # pipeline.paths are relative to the repository root
+    ev = EvalSets.load(args.dataset)
+    ours = run_ours(args, ev)
+    with tempfile.TemporaryDirectory(prefix="lightgcn-vs-recbole-") as tmp:
+        theirs = run_recbole(args, ev, Path(tmp))
+    report(args, ev, ours, theirs)
+
+
+if __name__ == "__main__":
+    main()
