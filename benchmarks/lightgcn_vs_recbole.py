@@ -105,7 +105,9 @@ def recbole_config(args, work: Path, name: str) -> dict:
 # loop only (RecBole builds its graph in the model constructor, untimed, as we do below).
 RUNNER = r'''
 import json, sys, time, warnings
-# deprecations inside ray (pkg_resources) and RecBole (torch.sparse.FloatTensor), not ours to fix
+# deprecations inside ray (pkg_resources), RecBole (torch.sparse.FloatTensor, amp, pandas
+# chained assignment): noise in a benchmark's output, not ours to fix
+warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 warnings.filterwarnings("ignore", message=r"torch\.sparse\.SparseTensor")
 import torch
@@ -194,6 +196,9 @@ def report(args, ev: EvalSets, ours: dict, theirs: dict) -> None:
     print(f"{'implementation':<16}{'s/epoch':>10}{'Recall@20':>12}{'NDCG@20':>10}")
     for label, r in (("ours", ours), ("RecBole 1.2.1", theirs)):
         print(f"{label:<16}{r['seconds_per_epoch']:>10.2f}{r['recall@20']:>12.4f}{r['ndcg@20']:>10.4f}")
+    # per-epoch times show warm-up, or a busy machine, that the mean would hide
+    for label, r in (("ours", ours), ("RecBole", theirs)):
+        print(f"{label} epoch seconds: " + " ".join(f"{t:.2f}" for t in r["epoch_seconds"]))
     ratio = theirs["seconds_per_epoch"] / ours["seconds_per_epoch"]
     print(f"speed ratio (RecBole s/epoch / ours): {ratio:.2f}x")
     print(f"target ours NDCG@20 >= RecBole's: {'MET' if ours['ndcg@20'] >= theirs['ndcg@20'] else 'NOT MET'}")
