@@ -25,9 +25,12 @@ class EvalSets:
     candidates: dict[str, pa.Table]  # "<split>_<protocol>" -> table
 
     @classmethod
-    def load(cls, ds: str) -> "EvalSets":
+    def load(cls, ds: str, candidates: bool = True) -> "EvalSets":
+        """Splits of `ds`, and its candidate sets unless `candidates=False` (training needs
+        only the splits, so it does not depend on the negatives stage)."""
         splits = {s: pq.read_table(paths.split(ds) / f"{s}.parquet") for s in SPLITS}
-        cands = {p.stem: pq.read_table(p) for p in sorted(Path(paths.negatives(ds)).glob("*.parquet"))}
+        cands = ({p.stem: pq.read_table(p) for p in sorted(Path(paths.negatives(ds)).glob("*.parquet"))}
+                 if candidates else {})
         n_users = len(pq.read_table(paths.kcore(ds) / "users.parquet", columns=["uid"]))
         n_items = len(pq.read_table(paths.kcore(ds) / "items.parquet", columns=["iid"]))
         return cls(n_users, n_items, splits, cands)

@@ -39,6 +39,10 @@ def domain(ds: str, model: str) -> Path:
     return DATA / "domain" / ds / model
 
 
+def metrics_pretrain(ds: str, model: str) -> Path:
+    return DATA / "metrics" / "pretrain" / ds / f"{model}.json"
+
+
 def metrics_domain(ds: str, model: str) -> Path:
     return DATA / "metrics" / "domain" / ds / f"{model}.json"
 

@@ -9,12 +9,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from tqdm import tqdm
 
-from pipeline.artifacts import atomic_path
+from pipeline.checkpoint import save_weights
 from pipeline.models.base import DomainModel, StaticModel, TrainableModel
 from pipeline.models.data import Interactions
+from pipeline.models.registry import model_class
+from pipeline.params import get, section
 
 
 @dataclass(frozen=True)
@@ -28,16 +29,27 @@ class TrainConfig:
     threads: int = 2
 
 
+TRAIN_KEYS = {"epochs": int, "lr": (int, float), "weight_decay": (int, float), "patience": int,
+              "eval_every": int, "seed": int}
+
+
+def domain_configs(params: dict, model: str) -> tuple[dict, TrainConfig]:
+    """(model config, training config) for `model`; per-model keys override domain.train."""
+    dom = section(params, "domain")
+    cls = model_class(model)
+    model_cfg = dict(get(dom, model, dict, "domain")) if model in dom else {}
+    train = dict(get(dom, "train", dict, "domain"))
+    train.update({k: v for k, v in model_cfg.items() if k in TRAIN_KEYS})
+    for key, typ in TRAIN_KEYS.items():
+        get(train, key, typ, f"domain.{model}" if key in model_cfg else "domain.train")
+    return ({"model": cls.name, **{k: v for k, v in model_cfg.items() if k not in TRAIN_KEYS}},
+            TrainConfig(**{k: train[k] for k in TRAIN_KEYS}))
+
+
 def build_model(cls: type[DomainModel], n_users: int, n_items: int, cfg: dict, seed: int) -> DomainModel:
     """Construct a model with its initial weights drawn from `seed` (repeatable runs)."""
     torch.manual_seed(seed)
     return cls(n_users, n_items, cfg)
-
-
-def save_weights(model: DomainModel, path: Path, metadata: dict[str, str]) -> None:
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
 
 
 def fit(model: DomainModel, data: Interactions, valid_metric: Callable[[DomainModel], float],

@@ -17,7 +17,8 @@ def main() -> None:
         f = paths.metrics_domain(args.dataset, m)
         if not f.exists():
             raise PipelineError(f"{f} missing: run pretrain_domain for '{m}' first")
-        results.append(read_json(f))
+        train = paths.metrics_pretrain(args.dataset, m)
+        results.append({**read_json(f), "train_seconds": read_json(train)["train_seconds"] if train.exists() else None})
     rows = table_rows(results)
     out = paths.DATA / "reports" / args.dataset
     write_json(rows, out / "baselines.json")

@@ -39,6 +39,10 @@ class DomainModel(nn.Module, abc.ABC):
     def set_history(self, history: torch.Tensor) -> None:
         """Non-sequential models score from their tables alone."""
 
+    def attach(self, data: Interactions) -> None:
+        """Rebuild what a checkpoint does not hold but scoring needs (a graph, counts) from
+        the train split; called after loading weights. Most models need nothing."""
+
 
 class TrainableModel(DomainModel):
     """A model fit by gradient steps in pipeline.train_domain."""
@@ -56,3 +60,6 @@ class StaticModel(DomainModel):
 
     @abc.abstractmethod
     def build(self, data: Interactions) -> None: ...
+
+    def attach(self, data: Interactions) -> None:
+        self.build(data)

@@ -109,6 +109,9 @@ class LightGCN(_BPR):
             self.adj = coo.coalesce().to_sparse_csr()
         self._cache = None
 
+    def attach(self, data: Interactions) -> None:
+        self.set_graph(data)
+
     def batches(self, data, rng):
         if self.adj is None:
             self.set_graph(data)
