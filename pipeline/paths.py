@@ -49,3 +49,27 @@ def metrics_domain(ds: str, model: str) -> Path:
 
 def embeddings(ds: str, model: str) -> Path:
     return DATA / "embeddings" / ds / f"{model}.safetensors"
+
+
+# LLM side
+def base_llm() -> Path:
+    """The base LLM as a plain transformers checkpoint (download_llm)."""
+    return DATA / "llm" / "base"
+
+
+def vocab_llm(ds: str, mode: str) -> Path:
+    """Base LLM + tokenizer after vocabulary expansion in `mode` (pe, rand, text)."""
+    return DATA / "llm" / ds / "vocab" / mode
+
+
+def prompts(ds: str, render: str) -> Path:
+    """Prompt Parquet per split; `render` is 'tokens' (<uid_k>/<iid_k>) or 'text' (ids as words)."""
+    return DATA / "prompts" / ds / render
+
+
+def sft(ds: str, variant: str) -> Path:
+    return DATA / "llm" / ds / "sft" / variant
+
+
+def metrics_llm(ds: str, variant: str) -> Path:
+    return DATA / "metrics" / "llm" / ds / f"{variant}.json"

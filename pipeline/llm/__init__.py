@@ -1,0 +1,1 @@
+"""The LLM side: base models, vocabulary expansion, prompts, SFT and LLM scoring."""
