@@ -1,0 +1,46 @@
+"""build_prompts: prompt/answer Parquet per split and render -> data/prompts/<dataset>/<render>/."""
+from __future__ import annotations
+
+from pipeline import paths
+from pipeline.artifacts import atomic_dir, write_json, write_parquet
+from pipeline.cli import dataset_parser, run
+from pipeline.params import get, load_params, section
+from pipeline.prompts import RENDERS, SPLITS, PromptsConfig, build_all, load_inputs
+
+
+def config(params: dict) -> PromptsConfig:
+    s = section(params, "prompts")
+    g = lambda key, typ: get(s, key, typ, "prompts")  # noqa: E731
+    opt_int = (int, type(None))
+    return PromptsConfig(seed=g("seed", int), history_len=g("history_len", int),
+                         title_max_words=g("title_max_words", opt_int),
+                         candidate_titles=g("candidate_titles", bool),
+                         max_train_users=g("max_train_users", opt_int),
+                         mlm_mask_prob=float(g("mlm_mask_prob", (int, float))),
+                         train_targets_per_user=g("train_targets_per_user", int),
+                         train_topk_negatives=g("train_topk_negatives", int),
+                         popularity_alpha=float(g("popularity_alpha", (int, float))),
+                         max_history_chars=g("max_history_chars", opt_int),
+                         mlm_max_words=g("mlm_max_words", int),
+                         mlm_max_items=g("mlm_max_items", opt_int))
+
+
+def main() -> None:
+    args = dataset_parser(__doc__).parse_args()
+    cfg = config(load_params(args.params))
+    ds = args.dataset
+    inputs = load_inputs(paths.split(ds), paths.negatives(ds), paths.kcore(ds) / "items.parquet")
+    tables, metrics = build_all(inputs, cfg, ds)
+    root = paths.prompts(ds, RENDERS[0]).parent
+    with atomic_dir(root) as out:  # both renders, all splits, or nothing
+        for render in RENDERS:
+            for s in SPLITS:
+                write_parquet(tables[render][s], out / paths.prompts(ds, render).relative_to(root) / f"{s}.parquet")
+    write_json(metrics, paths.metrics("prompts", ds))
+    print(f"[build_prompts] {ds}: " + ", ".join(f"{s} {metrics['rows'][s]:,}" for s in SPLITS)
+          + " rows per render; mean prompt chars (tokens) "
+          + ", ".join(f"{s} {metrics['mean_prompt_chars'][s]['tokens']:.0f}" for s in SPLITS))
+
+
+if __name__ == "__main__":
+    run(main)
