@@ -1,0 +1,166 @@
+"""Score an LLM on every protocol through the shared metrics module (pipeline.metrics).
+
+One forward pass per prompt: the distribution of the first answer token decides
+- interaction prediction: log p(Yes) - log p(No), threshold chosen on valid;
+- top-K over the 1+19 candidates: log p(<iid_c>) of each candidate;
+- retrieval: a softmax restricted to all item tokens (exact full-item ranking), the user's
+  known items masked as for every model; ranking over 1+99: the same distribution read at
+  the 100 candidates;
+- rating: the expected value under the distribution over the digits 1..5.
+With ids as plain text ("w/o ET") an item answer spans several tokens: top-K then scores
+each candidate by the log-probability of its whole answer (20 sequences per prompt), and
+retrieval and ranking are not computed (they would need generation over the item space).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+import torch
+from tqdm import tqdm
+
+from pipeline import metrics
+from pipeline.errors import PipelineError
+from pipeline.llm.encoding import IGNORE, collate, encode, prompt_batch
+from pipeline.llm.tokens import item_text, item_token
+
+RATINGS = ("1", "2", "3", "4", "5")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    batch_size: int = 16
+    max_len: int = 320
+
+
+class Scorer:
+    """Batched first-token and sequence log-probabilities for one model + tokenizer."""
+
+    def __init__(self, model, tokenizer, cfg: ScoreConfig):
+        self.model, self.tok, self.cfg = model.eval(), tokenizer, cfg
+        self.seq2seq = bool(model.config.is_encoder_decoder)
+        self.decoder_start = model.config.decoder_start_token_id if self.seq2seq else None
+        self.truncated = 0
+
+    def token_id(self, text: str) -> int:
+        """The first token of `text` as an answer (Yes, No, a digit)."""
+        ids = self.tok(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise PipelineError(f"tokenizer encodes answer {text!r} to nothing")
+        return ids[0]
+
+    def item_ids(self, n_items: int) -> torch.Tensor:
+        ids = self.tok.convert_tokens_to_ids([item_token(k) for k in range(n_items)])
+        unk = self.tok.unk_token_id
+        bad = [k for k, i in enumerate(ids) if i is None or (unk is not None and i == unk)]
+        if bad:
+            raise PipelineError(f"tokenizer has no token {item_token(bad[0])} ({len(bad)} item tokens missing): "
+                                "score a model from expand_vocab with tokens on, or use the text render")
+        return torch.tensor(ids, dtype=torch.long)
+
+    @torch.no_grad()
+    def first_token(self, prompts: list[str], columns: torch.Tensor, desc: str = "") -> np.ndarray:
+        """log p(first answer token = columns[j] | prompt i), normalised over the whole vocabulary."""
+        out = []
+        for s in tqdm(range(0, len(prompts), self.cfg.batch_size), desc=desc, disable=not desc, mininterval=10):
+            batch, pos, cut = prompt_batch(self.tok, prompts[s:s + self.cfg.batch_size], self.cfg.max_len,
+                                           self.decoder_start)
+            self.truncated += cut
+            logits = self.model(**batch).logits[torch.arange(len(pos)), pos].float()
+            out.append(torch.log_softmax(logits, dim=-1)[:, columns].numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(columns)))
+
+    @torch.no_grad()
+    def sequence(self, prompts: list[str], answers: list[str], desc: str = "") -> np.ndarray:
+        """Sum of log p(answer tokens | prompt), the closing eos excluded."""
+        enc = encode(self.tok, prompts, answers, self.seq2seq, self.cfg.max_len)
+        self.truncated += enc.truncated
+        out = []
+        for s in tqdm(range(0, len(prompts), self.cfg.batch_size), desc=desc, disable=not desc, mininterval=10):
+            idx = list(range(s, min(s + self.cfg.batch_size, len(prompts))))
+            batch = collate(enc, idx, self.tok.pad_token_id, self.seq2seq)
+            labels = batch.pop("labels")
+            if self.seq2seq:
+                batch["labels"] = labels  # the model shifts them into decoder inputs
+                logits = self.model(**batch).logits
+                target = labels
+            else:
+                logits = self.model(**batch).logits[:, :-1]
+                target = labels[:, 1:]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            # drop the eos each answer ends with: score the answer text alone
+            last = (target != IGNORE).long().cumsum(1) == (target != IGNORE).sum(1, keepdim=True)
+            keep = (target != IGNORE) & ~last
+            tok_lp = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            out.append((tok_lp * keep).sum(1).numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+
+def _candidates(t: pa.Table) -> np.ndarray:
+    return np.stack(t["candidates"].to_numpy(zero_copy_only=False)).astype(np.int64)
+
+
+def _rows(t: pa.Table, task: str) -> pa.Table:
+    import pyarrow.compute as pc
+
+    return t.filter(pc.equal(t["task"], task))
+
+
+def evaluate_llm(scorer: Scorer, valid: pa.Table, test: pa.Table, n_items: int, known: sp.csr_matrix,
+                 tokens: bool, log=print) -> dict:
+    """Every protocol the prompt tables hold, on test (valid only fixes the binary threshold).
+    `known` masks each user's train + valid items in retrieval, as for the domain models."""
+    out: dict[str, dict] = {}
+    start = time.perf_counter()
+    yes_no = torch.tensor([scorer.token_id("Yes"), scorer.token_id("No")])
+    binary = {}
+    for name, t in (("valid", _rows(valid, "interaction")), ("test", _rows(test, "interaction"))):
+        if len(t):
+            lp = scorer.first_token(t["prompt"].to_pylist(), yes_no, desc=f"interaction/{name}")
+            binary[name] = (lp[:, 0] - lp[:, 1], t["label"].to_numpy())
+    if len(binary) == 2:
+        out["binary"] = metrics.binary_metrics(*binary["test"], metrics.best_threshold(*binary["valid"]))
+
+    t = _rows(test, "topk")
+    if len(t):
+        cands = _candidates(t)
+        if tokens:
+            item_ids = scorer.item_ids(n_items)
+            lp = scorer.first_token(t["prompt"].to_pylist(), item_ids, desc="topk")
+            scores = np.take_along_axis(lp, cands, axis=1)
+        else:
+            prompts = np.repeat(np.array(t["prompt"].to_pylist(), dtype=object), cands.shape[1]).tolist()
+            answers = [item_text(int(c), False) for c in cands.ravel()]
+            scores = scorer.sequence(prompts, answers, desc="topk (text ids)").reshape(cands.shape)
+        out["topk"] = metrics.candidate_metrics(scores, t["label_index"].to_numpy(), (1, 2, 5, 10))
+
+    retrieval, ranking = _rows(test, "retrieval"), _rows(test, "ranking")
+    if tokens and (len(retrieval) or len(ranking)):
+        item_ids = scorer.item_ids(n_items)
+        prompts = sorted(set(retrieval["prompt"].to_pylist()) | set(ranking["prompt"].to_pylist()))
+        dist = dict(zip(prompts, scorer.first_token(prompts, item_ids, desc="retrieval/ranking")))
+        if len(retrieval):
+            users = retrieval["uid"].to_numpy()
+            by_user = {u: dist[p] for u, p in zip(users.tolist(), retrieval["prompt"].to_pylist())}
+            out["retrieval"] = metrics.retrieval_metrics(lambda us: np.stack([by_user[u] for u in us.tolist()]),
+                                                         users, retrieval["iid"].to_numpy(), known)
+        if len(ranking):
+            lp = np.stack([dist[p] for p in ranking["prompt"].to_pylist()])
+            out["ranking"] = metrics.candidate_metrics(np.take_along_axis(lp, _candidates(ranking), axis=1),
+                                                       ranking["label_index"].to_numpy(), (1, 5, 10))
+    elif len(retrieval) or len(ranking):
+        out["not_computed"] = {"retrieval": "ids as plain text: needs generation over the item space",
+                               "ranking": "ids as plain text: needs generation over the item space"}
+
+    t = _rows(test, "rating")
+    if len(t):
+        digits = torch.tensor([scorer.token_id(r) for r in RATINGS])
+        p = np.exp(scorer.first_token(t["prompt"].to_pylist(), digits, desc="rating"))
+        pred = (p / p.sum(1, keepdims=True)) @ np.arange(1, 6, dtype=np.float64)
+        out["rating"] = metrics.rating_metrics(pred, t["rating"].to_numpy())
+    out["prompts_truncated"] = scorer.truncated
+    out["eval_seconds"] = round(time.perf_counter() - start, 1)
+    return out

@@ -1,0 +1,177 @@
+"""Supervised fine-tuning of an LLM on prompt/answer pairs (loss on answer tokens only).
+
+One loop for decoder-only and encoder-decoder models, on a CPU or on GPUs through
+`accelerate launch` (bf16, DeepSpeed ZeRO-3 with configs/accelerate_zero3.yaml). Full
+fine-tuning by default (the papers'); LoRA through peft as an option, with the user/item
+token rows trained in full (peft's trainable_token_indices).
+
+Checkpoints (model, optimizer, scheduler, RNG and the loss log) are written every
+`checkpoint_every` steps to a folder keyed by the run's inputs; a run started again with the
+same inputs resumes from the last one and ends with the same weights as an uninterrupted
+run, because the batch order is a pure function of (seed, step).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import torch
+from accelerate import Accelerator
+from tqdm import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from pipeline.errors import PipelineError
+from pipeline.llm.encoding import Encoded, collate, encode
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    steps: int = 60
+    batch_size: int = 8  # per process and micro-step
+    grad_accum: int = 1
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 5
+    max_len: int = 320
+    seed: int = 2024
+    checkpoint_every: int = 20
+    lora: bool = False
+    lora_r: int = 16
+    mixed_precision: str = "no"  # "bf16" on GPUs
+
+
+@lru_cache(maxsize=4)
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def batch_indices(n: int, cfg: SFTConfig, step: int, micro: int, rank: int = 0, world: int = 1) -> list[int]:
+    """Rows of micro-batch `micro` of optimizer step `step` on process `rank`: epochs are
+    seeded permutations, so any step's batch is known without replaying the ones before."""
+    per_step = cfg.batch_size * cfg.grad_accum * world
+    start = step * per_step + (micro * world + rank) * cfg.batch_size
+    out = []
+    for pos in range(start, start + cfg.batch_size):
+        epoch, i = divmod(pos, n)
+        out.append(int(_epoch_order(cfg.seed, epoch, n)[i]))
+    return out
+
+
+AUX_TASKS = ("mim", "bpr", "mlm")
+
+
+def training_pairs(table: pa.Table, weights: dict[str, float], aux: bool, seed: int) -> tuple[list[str], list[str]]:
+    """The (prompt, answer) pairs one SFT run trains on: each task's rows kept at its weight
+    (a seeded subset below 1, repeats above), auxiliary tasks only when `aux`."""
+    rng = np.random.default_rng(seed)
+    tasks = np.asarray(table["task"].to_pylist(), dtype=object)
+    prompts, answers = table["prompt"].to_pylist(), table["answer"].to_pylist()
+    keep: list[int] = []
+    for task in sorted(set(tasks)):
+        if (task in AUX_TASKS and not aux) or weights.get(task, 0.0) <= 0:
+            continue
+        rows = np.flatnonzero(tasks == task)
+        whole, frac = divmod(weights[task], 1.0)
+        keep += np.tile(rows, int(whole)).tolist()
+        keep += rng.choice(rows, int(round(frac * len(rows))), replace=False).tolist()
+    keep.sort()
+    return [prompts[i] for i in keep], [answers[i] for i in keep]
+
+
+def _lora(model, cfg: SFTConfig, new_token_ids: list[int]):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    task = TaskType.SEQ_2_SEQ_LM if model.config.is_encoder_decoder else TaskType.CAUSAL_LM
+    extra = {"trainable_token_indices": new_token_ids} if new_token_ids else {}
+    return get_peft_model(model, LoraConfig(task_type=task, r=cfg.lora_r, lora_alpha=2 * cfg.lora_r,
+                                            target_modules="all-linear", **extra))
+
+
+def _save_checkpoint(acc: Accelerator, folder: Path, step: int, history: list[dict]) -> None:
+    """Write the full training state to folder/latest, replacing it only once complete."""
+    tmp, final = folder / f".step-{step}.tmp", folder / "latest"
+    acc.save_state(str(tmp))
+    if acc.is_main_process:
+        (tmp / "progress.json").write_text(json.dumps({"step": step, "history": history}))
+        old = folder / ".latest.old"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
+
+
+def _resume(acc: Accelerator, folder: Path | None) -> tuple[int, list[dict]]:
+    if folder is None or not (folder / "latest" / "progress.json").exists():
+        return 0, []
+    acc.load_state(str(folder / "latest"))
+    progress = json.loads((folder / "latest" / "progress.json").read_text())
+    return progress["step"], progress["history"]
+
+
+def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConfig,
+          checkpoints: Path | None = None, new_token_ids: list[int] | None = None,
+          output_dir: Path | None = None, stop_after: int | None = None,
+          log: Callable[[str], None] = print):
+    """Fine-tune `model` on (prompt, answer) pairs. Returns (trained model, loss log,
+    encoding stats) and, with `output_dir`, saves model + tokenizer there (gathering the
+    weights from every process under ZeRO-3). `stop_after` ends the run early after that
+    many steps (tests use it to simulate an interruption)."""
+    if not prompts:
+        raise PipelineError("no training samples: check prompts and the sft params")
+    seq2seq = bool(model.config.is_encoder_decoder)
+    enc: Encoded = encode(tokenizer, prompts, answers, seq2seq, cfg.max_len)
+    torch.manual_seed(cfg.seed)
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+    if cfg.lora:
+        model = _lora(model, cfg, new_token_ids or [])
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps)
+    model, opt, sched = acc.prepare(model, opt, sched)
+    start, history = _resume(acc, checkpoints)
+    if start:
+        log(f"[sft] resuming at step {start} from {checkpoints / 'latest'}")
+    model.train()
+    bar = tqdm(range(start, cfg.steps), desc="sft", initial=start, total=cfg.steps,
+               disable=not acc.is_local_main_process, mininterval=5)
+    for step in bar:
+        losses = []
+        for micro in range(cfg.grad_accum):
+            idx = batch_indices(len(enc.input_ids), cfg, step, micro, acc.process_index, acc.num_processes)
+            batch = {k: v.to(acc.device) for k, v in collate(enc, idx, tokenizer.pad_token_id, seq2seq).items()}
+            with acc.accumulate(model):
+                loss = model(**batch).loss
+                acc.backward(loss)
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+            losses.append(loss.item())
+        history.append({"step": step + 1, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0]})
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", refresh=False)
+        done = step + 1
+        if checkpoints is not None and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            _save_checkpoint(acc, checkpoints, done, history)
+        if stop_after is not None and done >= stop_after:
+            if checkpoints is not None:
+                _save_checkpoint(acc, checkpoints, done, history)
+            break
+    wrapped, model = model, acc.unwrap_model(model)
+    if cfg.lora:
+        model = model.merge_and_unload()
+    if output_dir is not None:
+        state = None if cfg.lora else acc.get_state_dict(wrapped)  # gathers ZeRO-3 shards
+        if acc.is_main_process:
+            model.save_pretrained(output_dir, state_dict=state)
+            tokenizer.save_pretrained(output_dir)
+        acc.wait_for_everyone()
+    model.eval()
+    return model, history, {"samples": len(enc.input_ids), "truncated": enc.truncated,
+                            "config": asdict(cfg)}

@@ -1,0 +1,68 @@
+"""evaluate_llm: score one fine-tuned LLM variant on every protocol its prompts hold.
+
+Reads data/llm/<ds>/sft/<variant>/ and data/prompts/<ds>/<render>/{valid,test}.parquet,
+writes data/metrics/llm/<ds>/<variant>.json. Only a seeded subset of test users is scored
+(evaluate_llm.max_users), the same one for every variant; the metrics name its size.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from pipeline import metrics, paths
+from pipeline.artifacts import write_json
+from pipeline.cli import run
+from pipeline.errors import PipelineError
+from pipeline.llm.base import load_base
+from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
+from pipeline.params import get, load_params, section
+from stages.sft import render, sft_config, variant_settings
+
+
+def user_subset(test: pa.Table, max_users: int | None, seed: int) -> np.ndarray:
+    users = np.unique(test["uid"].to_numpy())
+    users = users[users >= 0]
+    if max_users is None or max_users >= len(users):
+        return users
+    return np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("dataset")
+    p.add_argument("variant", help="a name under llm.variant in params.yaml")
+    p.add_argument("--params", default="params.yaml")
+    args = p.parse_args()
+    params = load_params(args.params)
+    mode, _ = variant_settings(params, args.variant)
+    sft_cfg, _ = sft_config(params)
+    sec = section(params, "evaluate_llm")
+    max_users = get(sec, "max_users", (int, type(None)), "evaluate_llm")
+    cfg = ScoreConfig(batch_size=get(sec, "batch_size", int, "evaluate_llm"), max_len=sft_cfg.max_len)
+    model_dir = paths.sft(args.dataset, args.variant)
+    if not (model_dir / "variant.json").exists():
+        raise PipelineError(f"{model_dir}: no fine-tuned '{args.variant}'; run `dvc repro sft@{args.dataset}-{args.variant}`")
+    folder = paths.prompts(args.dataset, render(mode))
+    valid, test = (pq.read_table(folder / f"{s}.parquet") for s in ("valid", "test"))
+    users = user_subset(test, max_users, get(sec, "seed", int, "evaluate_llm"))
+    keep = pa.array(users, pa.int32())
+    valid, test = (t.filter(pc.is_in(t["uid"], value_set=keep)) for t in (valid, test))
+    n_users = len(pq.read_table(paths.kcore(args.dataset) / "users.parquet", columns=["uid"]))
+    n_items = len(pq.read_table(paths.kcore(args.dataset) / "items.parquet", columns=["iid"]))
+    splits = {s: pq.read_table(paths.split(args.dataset) / f"{s}.parquet", columns=["uid", "iid"]) for s in ("train", "valid")}
+    known = metrics.known_items(n_users, n_items, splits["train"], splits["valid"])
+    model, tokenizer = load_base(model_dir)
+    result = evaluate_llm(Scorer(model, tokenizer, cfg), valid, test, n_items, known, tokens=mode != "text")
+    write_json({"dataset": args.dataset, "variant": args.variant, "vocab": mode, "users_scored": int(len(users)),
+                **result}, paths.metrics_llm(args.dataset, args.variant))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,105 @@
+"""sft: fine-tune the vocabulary-expanded LLM of one variant on its training prompts.
+
+Reads data/llm/<ds>/vocab/<mode>/ and data/prompts/<ds>/<render>/train.parquet, writes the
+model + tokenizer to data/llm/<ds>/sft/<variant>/ and the loss curve with wall time to
+data/metrics/sft/<ds>/<variant>.json. Resumable: an interrupted run started again with the
+same inputs continues from its last checkpoint (data/checkpoints/sft/...).
+On GPUs: `accelerate launch --config_file configs/accelerate_zero3.yaml -m stages.sft <ds> <variant>`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import time
+
+import pyarrow.parquet as pq
+import torch
+
+from pipeline import paths
+from pipeline.artifacts import atomic_dir, file_digest, write_json
+from pipeline.cli import run
+from pipeline.errors import PipelineError
+from pipeline.llm.base import load_base
+from pipeline.llm.sft import SFTConfig, train, training_pairs
+from pipeline.llm.tokens import new_tokens
+from pipeline.params import get, load_params, section
+
+
+def variant_settings(params: dict, variant: str) -> tuple[str, bool]:
+    """(vocab mode, aux on) of an llm.variant entry, checked."""
+    llm = section(params, "llm")
+    table = get(llm, "variant", dict, "llm")
+    if variant not in table:
+        raise PipelineError(f"params.yaml: unknown variant '{variant}': llm.variant has {sorted(table)}")
+    v = table[variant]
+    mode = get(v, "vocab", str, f"llm.variant.{variant}")
+    modes = get(llm, "vocab_modes", list, "llm")
+    if mode not in modes:
+        raise PipelineError(f"params.yaml: llm.variant.{variant}.vocab is '{mode}', not one of llm.vocab_modes {modes}")
+    return mode, get(v, "aux", bool, f"llm.variant.{variant}")
+
+
+def sft_config(params: dict) -> tuple[SFTConfig, dict[str, float]]:
+    sec = section(params, "sft")
+    fields = {f: type(getattr(SFTConfig(), f)) for f in SFTConfig.__dataclass_fields__}
+    values = {}
+    for key, typ in fields.items():
+        values[key] = get(sec, key, (int, float) if typ is float else typ, "sft")
+    weights = get(sec, "task_weights", dict, "sft")
+    for task, w in weights.items():
+        get(weights, task, (int, float), "sft.task_weights")
+        if w < 0:
+            raise PipelineError(f"params.yaml: sft.task_weights.{task} must be >= 0, got {w}")
+    return SFTConfig(**values), weights
+
+
+def render(mode: str) -> str:
+    return "text" if mode == "text" else "tokens"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset")
+    p.add_argument("variant", help="a name under llm.variant in params.yaml")
+    p.add_argument("--params", default="params.yaml")
+    args = p.parse_args()
+    params = load_params(args.params)
+    mode, aux = variant_settings(params, args.variant)
+    cfg, weights = sft_config(params)
+    vocab_dir = paths.vocab_llm(args.dataset, mode)
+    prompts_file = paths.prompts(args.dataset, render(mode)) / "train.parquet"
+    for need, stage in ((vocab_dir, f"expand_vocab@{args.dataset}-{mode}"), (prompts_file, f"build_prompts@{args.dataset}")):
+        if not need.exists():
+            raise PipelineError(f"{need} missing: run `dvc repro {stage}` first")
+    prompts, answers = training_pairs(pq.read_table(prompts_file), weights, aux, cfg.seed)
+    model, tokenizer = load_base(vocab_dir)
+    vocab = json.loads((vocab_dir / "vocab.json").read_text())
+    new_ids = (tokenizer.convert_tokens_to_ids(new_tokens(vocab["n_users"], vocab["n_items"]))
+               if mode != "text" else [])
+    # resume only into a run with the very same inputs: the key hashes params and input files
+    key = hashlib.sha256(json.dumps({"cfg": cfg.__dict__, "weights": weights, "aux": aux, "mode": mode,
+                                     "prompts": file_digest(prompts_file)[0],
+                                     "model": [file_digest(f)[0] for f in sorted(vocab_dir.glob("*.safetensors"))]},
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    checkpoints = paths.DATA / "checkpoints" / "sft" / args.dataset / args.variant / key
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    print(f"[sft] {args.dataset}/{args.variant}: vocab={mode} aux={aux}, {len(prompts)} samples, "
+          f"{cfg.steps} steps x {cfg.batch_size} x {cfg.grad_accum}")
+    start = time.perf_counter()
+    with atomic_dir(paths.sft(args.dataset, args.variant)) as tmp:
+        _, history, stats = train(model, tokenizer, prompts, answers, cfg, checkpoints=checkpoints,
+                                  new_token_ids=new_ids, output_dir=tmp)
+        write_json({"variant": args.variant, "vocab": mode, "aux": aux, "base": vocab.get("base"),
+                    "n_users": vocab["n_users"], "n_items": vocab["n_items"]}, tmp / "variant.json")
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    write_json({"dataset": args.dataset, "variant": args.variant, "vocab": mode, "aux": aux,
+                "train_seconds": round(time.perf_counter() - start, 1), "samples": stats["samples"],
+                "prompts_truncated": stats["truncated"], "final_loss": history[-1]["loss"], "history": history},
+               paths.DATA / "metrics" / "sft" / args.dataset / f"{args.variant}.json")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    run(main)

@@ -1,0 +1,159 @@
+"""SFT and LLM scoring on tiny models built from configs (decoder-only and seq2seq)."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import scipy.sparse as sp
+import torch
+
+from pipeline.llm.encoding import IGNORE, encode, prompt_batch
+from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
+from pipeline.llm.sft import SFTConfig, batch_indices, train
+from pipeline.llm.tokens import item_text, new_tokens, user_text
+from tests.llm_tiny import tiny_llama, tiny_t5, tiny_tokenizer
+
+N_USERS, N_ITEMS = 12, 6
+
+
+def tokenizer_with_ids():
+    tok = tiny_tokenizer()
+    tok.add_tokens(new_tokens(N_USERS, N_ITEMS))
+    return tok
+
+
+def liked(u: int) -> int:
+    """The planted pattern: user u always takes item u % 3 (items 3..5 are never taken), the
+    item that fills the user's history."""
+    return u % 3
+
+
+def prompt(u: int, cands: list[int], tokens: bool = True) -> str:
+    history = ", ".join([item_text(liked(u), tokens)] * 4)
+    shown = ", ".join(item_text(c, tokens) for c in cands)
+    return f"User {user_text(u, tokens)} has watched {history}. Candidates: {shown} Answer:"
+
+
+def samples(tokens: bool = True, reps: int = 4):
+    rng = np.random.default_rng(0)
+    prompts, answers = [], []
+    for _ in range(reps):
+        for u in range(N_USERS):
+            cands = rng.permutation(N_ITEMS).tolist()
+            prompts.append(prompt(u, cands, tokens))
+            answers.append(item_text(liked(u), tokens))
+    return prompts, answers
+
+
+def topk_table(tokens: bool = True) -> pa.Table:
+    rng = np.random.default_rng(1)
+    rows = {"task": [], "family": [], "prompt": [], "answer": [], "uid": [], "iid": [], "candidates": [],
+            "label_index": [], "label": [], "rating": []}
+    for u in range(N_USERS):
+        cands = rng.permutation(N_ITEMS).tolist()
+        for k, v in (("task", "topk"), ("family", "rec"), ("prompt", prompt(u, cands, tokens)),
+                     ("answer", item_text(liked(u), tokens)), ("uid", u), ("iid", liked(u)), ("candidates", cands),
+                     ("label_index", cands.index(liked(u))), ("label", -1), ("rating", float("nan"))):
+            rows[k].append(v)
+    return pa.table(rows)
+
+
+def build(kind: str, tok):
+    return tiny_llama(tok) if kind == "llama" else tiny_t5(tok)
+
+
+def test_encode_masks_the_prompt_and_keeps_head_and_tail():
+    tok = tokenizer_with_ids()
+    enc = encode(tok, ["User <uid_1> has watched movies. Answer:"], ["<iid_2>"], seq2seq=False, max_len=64)
+    ids, labels = enc.input_ids[0], enc.labels[0]
+    n = enc.prompt_lens[0]
+    assert labels[:n] == [IGNORE] * n
+    assert labels[n:] == [tok.convert_tokens_to_ids("<iid_2>"), tok.eos_token_id] == ids[n:]
+    long = "User <uid_1> " + "history words " * 100 + "Candidates: <iid_3> <iid_4> Answer:"
+    enc = encode(tok, [long], ["<iid_3>"], seq2seq=False, max_len=40)
+    assert enc.truncated == 1 and len(enc.input_ids[0]) == 40
+    kept = tok.decode(enc.input_ids[0])
+    assert kept.startswith("User <uid_1>") and "<iid_3> <iid_4> Answer:" in kept.replace("  ", " ")
+
+
+def test_prompt_batch_points_at_the_last_prompt_token():
+    tok = tokenizer_with_ids()
+    batch, pos, _ = prompt_batch(tok, ["User Answer:", "User <uid_3> has watched movies. Answer:"], 64)
+    for row, p in enumerate(pos.tolist()):
+        assert batch["attention_mask"][row, p] == 1
+        assert batch["attention_mask"][row, p + 1:].sum() == 0
+
+
+def test_batch_order_is_a_pure_function_of_step():
+    cfg = SFTConfig(batch_size=5, seed=3)
+    a = [batch_indices(23, cfg, s, 0) for s in range(10)]
+    assert a == [batch_indices(23, cfg, s, 0) for s in range(10)]
+    assert sorted(sum(a[:5], [])[:23]) == list(range(23))  # every row once per epoch
+
+
+@pytest.mark.parametrize("kind", ["llama", "t5"])
+def test_sft_learns_a_planted_pattern_and_scoring_sees_it(kind):
+    torch.manual_seed(0)
+    tok = tokenizer_with_ids()
+    untrained = build(kind, tok)
+    scorer_cfg = ScoreConfig(batch_size=8, max_len=96)
+    table = topk_table()
+    known = sp.csr_matrix((N_USERS, N_ITEMS))
+    before = evaluate_llm(Scorer(untrained, tok, scorer_cfg), table.slice(0, 0), table, N_ITEMS, known, True)
+    model, history, stats = train(build(kind, tok), tok, *samples(), SFTConfig(steps=100, batch_size=8, lr=5e-3,
+                                                                                   warmup_steps=2, max_len=96))
+    assert stats["samples"] == 4 * N_USERS and history[-1]["loss"] < history[0]["loss"] / 3
+    after = evaluate_llm(Scorer(model, tok, scorer_cfg), table.slice(0, 0), table, N_ITEMS, known, True)
+    assert after["topk"]["HR@1"] >= 0.9 > before["topk"]["HR@1"] + 0.3
+
+
+def test_text_ids_are_scored_by_whole_answer_sequences():
+    tok = tiny_tokenizer()
+    table = topk_table(tokens=False)
+    known = sp.csr_matrix((N_USERS, N_ITEMS))
+    cfg = ScoreConfig(batch_size=8, max_len=96)
+    before = evaluate_llm(Scorer(tiny_llama(tok), tok, cfg), table.slice(0, 0), table, N_ITEMS, known, tokens=False)
+    model, _, _ = train(tiny_llama(tok), tok, *samples(tokens=False), SFTConfig(steps=150, batch_size=8, lr=5e-3,
+                                                                                   warmup_steps=2, max_len=96))
+    out = evaluate_llm(Scorer(model, tok, cfg), table.slice(0, 0), table, N_ITEMS, known, tokens=False)
+    assert out["topk"]["HR@1"] >= 0.6 and out["topk"]["HR@1"] > before["topk"]["HR@1"] + 0.3
+
+
+def test_sequence_logprob_matches_a_direct_computation():
+    tok = tokenizer_with_ids()
+    model = tiny_llama(tok).eval()
+    scorer = Scorer(model, tok, ScoreConfig(max_len=64))
+    got = scorer.sequence(["User <uid_1> has watched movies. Answer:"], ["item 12"])[0]
+    p = tok("User <uid_1> has watched movies. Answer:", add_special_tokens=False)["input_ids"]
+    a = tok("item 12", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([p + a])).logits[0], -1)
+    want = sum(logp[len(p) - 1 + j, t].item() for j, t in enumerate(a))
+    assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    tok = tokenizer_with_ids()
+    cfg = SFTConfig(steps=10, batch_size=4, lr=1e-3, warmup_steps=2, max_len=96, checkpoint_every=3)
+    whole, hist_whole, _ = train(tiny_llama(tok), tok, *samples(), cfg)
+    train(tiny_llama(tok), tok, *samples(), cfg, checkpoints=tmp_path, stop_after=5)
+    assert (tmp_path / "latest" / "progress.json").exists()
+    resumed, hist_resumed, _ = train(tiny_llama(tok), tok, *samples(), cfg, checkpoints=tmp_path)
+    assert [h["loss"] for h in hist_resumed] == [h["loss"] for h in hist_whole]
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_lora_trains_adapters_and_the_id_token_rows():
+    tok = tokenizer_with_ids()
+    base = tiny_llama(tok)
+    before = base.get_input_embeddings().weight.detach().clone()
+    new_ids = tok.convert_tokens_to_ids(new_tokens(N_USERS, N_ITEMS))
+    model, history, _ = train(base, tok, *samples(), SFTConfig(steps=20, batch_size=8, lr=5e-3, warmup_steps=2,
+                                                               max_len=96, lora=True, lora_r=4),
+                              new_token_ids=new_ids)
+    after = model.get_input_embeddings().weight.detach()
+    old = [i for i in range(len(tok)) if i not in set(new_ids)]
+    assert torch.equal(after[old], before[old])  # the word vocabulary stays frozen
+    assert not torch.equal(after[new_ids], before[new_ids])
+    assert history[-1]["loss"] < history[0]["loss"]
