@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro test test-all bench
+.PHONY: install repro test test-all bench chromium
 
 install: $(VENV)/.installed
 
@@ -25,11 +25,24 @@ $(VENV)/.installed: requirements.txt
 repro: install
 	dvc repro
 
-test: install
+test: install chromium
 	pytest -q
 
-test-all: install
+test-all: install chromium
 	pytest -q -m "slow or not slow"
+
+# The browser test (tests/test_prefect_ui.py) drives Debian's Chromium + chromedriver
+# (no browser download): installed once, as root (CI runs as root).
+chromium:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; \
+	  else \
+	    echo "error: /usr/bin/chromium or /usr/bin/chromedriver missing; install them as root:" >&2; \
+	    echo "  sudo apt-get update && sudo apt-get install -y chromium chromium-driver" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
 
 bench: install
 	python benchmarks/data_pipeline.py

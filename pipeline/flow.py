@@ -1,0 +1,408 @@
+"""Prefect flow over the DVC DAG: one task per dvc.yaml stage, in DAG order.
+
+`dvc repro` stays the ground truth for what is stale: each task runs
+`dvc repro --single-item <every expansion of its stage>` and reports, per expansion, whether
+DVC ran it, found it up to date, or restored it from its run cache. The stage list, its
+foreach/matrix expansions and the edges all come from dvc.yaml (through DVC's own index);
+there is no second list of stages here. Stages named in params.yaml `orchestration.gpu_stages`
+get the Prefect tag `gpu` (the rest `cpu`) and, with `gpu_deployment` set, run as a subflow
+of that deployment on the GPU work pool (prefect.yaml, README "Watching runs in the Prefect UI").
+
+    python -m pipeline.flow                              # the whole DAG
+    python -m pipeline.flow --stages negatives --downstream -S negatives.seed=7
+    python -m pipeline.flow --list                       # DAG order and tags, no Prefect run
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import copy
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+# Before prefect is imported: its settings are read from the environment at import time.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+
+from pipeline.errors import PipelineError  # noqa: E402
+
+PARAMS_FILE = "params.yaml"
+BACKUP_SUFFIX = ".flow-backup"
+RAN, UP_TO_DATE, RESTORED = "ran", "up to date", "restored from run cache"
+TAIL_LINES = 40
+
+_RUNNING = re.compile(r"^Running stage '([^']+)'")
+_SKIPPED = re.compile(r"^Stage '([^']+)' didn't change, skipping")
+_CACHED = re.compile(r"^Stage '([^']+)' is cached - skipping run")
+
+
+# --- the DAG, read from dvc.yaml ---------------------------------------------------------
+
+def stage_names(root: str | Path = ".") -> list[str]:
+    """Stage names (foreach/matrix groups unexpanded) in dvc.yaml order."""
+    path = Path(root) / "dvc.yaml"
+    if not path.exists():
+        raise PipelineError(f"{path}: not found (run from the repository root or pass --root)")
+    stages = (yaml.safe_load(path.read_text()) or {}).get("stages") or {}
+    return list(stages)
+
+
+class Dag:
+    """Stage names in DAG order, each with its expanded DVC stages and its upstream stages."""
+
+    def __init__(self, order: list[str], members: dict[str, list[str]], upstream: dict[str, set[str]]):
+        self.order, self.members, self.upstream = order, members, upstream
+
+    def downstream_of(self, names: set[str]) -> set[str]:
+        out, changed = set(names), True
+        while changed:
+            changed = False
+            for s in self.order:
+                if s not in out and self.upstream[s] & out:
+                    out.add(s)
+                    changed = True
+        return out
+
+    def select(self, stages: list[str] | None, downstream: bool = False) -> list[str]:
+        if not stages:
+            return list(self.order)
+        check_stage_names(stages, self.order)
+        chosen = self.downstream_of(set(stages)) if downstream else set(stages)
+        return [s for s in self.order if s in chosen]
+
+
+def check_stage_names(stages: list[str], known: list[str]) -> None:
+    unknown = [s for s in stages if s not in known]
+    if unknown:
+        raise PipelineError(f"unknown stage(s) {', '.join(map(repr, unknown))}; "
+                            f"dvc.yaml has: {', '.join(known)}")
+
+
+def load_dag(root: str | Path = ".") -> Dag:
+    """Expanded stages and edges from DVC's index, grouped by stage name (`pretrain_domain`
+    covers every `pretrain_domain@<dataset>-<model>`), topologically ordered with ties in
+    dvc.yaml order."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    names = stage_names(root)
+    rank = {n: i for i, n in enumerate(names)}
+    group = lambda st: st.name.split("@", 1)[0]  # noqa: E731
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph  # edges: dependent -> dependency
+        stages = list(nx.lexicographical_topological_sort(
+            graph.reverse(copy=True), key=lambda s: (rank.get(group(s), len(rank)), s.name)))
+        members: dict[str, list[str]] = {n: [] for n in names}
+        upstream: dict[str, set[str]] = {n: set() for n in names}
+        for s in stages:
+            members.setdefault(group(s), []).append(s.name)
+            upstream.setdefault(group(s), set())
+        for dependent, dependency in graph.edges:
+            if group(dependent) != group(dependency):
+                upstream[group(dependent)].add(group(dependency))
+    order: list[str] = []
+    todo = sorted(members, key=lambda n: rank.get(n, len(rank)))
+    while todo:
+        ready = [n for n in todo if upstream[n] <= set(order)]
+        if not ready:
+            raise PipelineError(f"stages {todo} depend on each other across their expansions; "
+                                "the flow needs an acyclic order of stage names")
+        order.append(ready[0])
+        todo.remove(ready[0])
+    return Dag(order, members, upstream)
+
+
+def gpu_stage_names(params: dict[str, Any]) -> set[str]:
+    """The one place GPU stages are named: params.yaml `orchestration.gpu_stages`."""
+    orch = params.get("orchestration") or {}
+    return set(orch.get("gpu_stages") or [])
+
+
+# --- params overrides ----------------------------------------------------------------------
+
+def parse_overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+    """{"section.key": value} or ["section.key=value", ...] (values parsed as YAML, like
+    `dvc exp run -S`)."""
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        items = overrides.items()
+    else:
+        items = []
+        for o in overrides:
+            if "=" not in o:
+                raise PipelineError(f"override {o!r}: expected section.key=value")
+            items.append(tuple(o.split("=", 1)))
+    out = {}
+    for key, value in items:
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value) if value.strip() else value
+            except yaml.YAMLError:
+                pass
+        out[str(key).strip()] = value
+    return out
+
+
+def _type_name(v: Any) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def _same_kind(old: Any, new: Any) -> bool:
+    if old is None or new is None:
+        return True  # optional params (e.g. kcore.min_rating: null)
+    if isinstance(old, bool) or isinstance(new, bool):
+        return isinstance(old, bool) and isinstance(new, bool)
+    if isinstance(old, float) and isinstance(new, int):
+        return True
+    for kind in (int, float, str, list, dict):
+        if isinstance(old, kind):
+            return isinstance(new, kind)
+    return type(old) is type(new)
+
+
+def apply_overrides(params: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of params with the overrides set; every key must exist and keep its type."""
+    new = copy.deepcopy(params)
+    errors = []
+    for key, value in overrides.items():
+        parts, node = key.split("."), new
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                errors.append(f"unknown param '{key}' (params.yaml has no '{'.'.join(parts[:i + 1])}')")
+                break
+            if i == len(parts) - 1:
+                if not _same_kind(node[part], value):
+                    errors.append(f"param '{key}' is {_type_name(node[part])} ({node[part]!r}), "
+                                  f"got {_type_name(value)} {value!r}")
+                else:
+                    node[part] = value
+            else:
+                node = node[part]
+    if errors:
+        raise PipelineError("; ".join(errors) + "; params.yaml left unchanged")
+    return new
+
+
+@contextlib.contextmanager
+def overridden_params(root: str | Path, overrides: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """params.yaml with the overrides for the duration of the run, then restored byte for
+    byte (a copy waits in params.yaml.flow-backup in case the process is killed)."""
+    path = Path(root) / PARAMS_FILE
+    original = path.read_bytes()
+    params = yaml.safe_load(original) or {}
+    new = apply_overrides(params, overrides)  # raises before anything is touched
+    if not overrides:
+        yield params
+        return
+    backup = path.with_name(path.name + BACKUP_SUFFIX)
+    if backup.exists():
+        raise PipelineError(f"{backup} exists: an earlier flow run was interrupted. Check it and "
+                            f"restore it (mv {backup.name} {path.name}) or delete it")
+    backup.write_bytes(original)
+    try:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(yaml.safe_dump(new, sort_keys=False))
+        os.replace(tmp, path)
+        yield new
+    finally:
+        path.write_bytes(original)
+        backup.unlink()
+
+
+# --- running one stage ---------------------------------------------------------------------
+
+def dvc_env() -> dict[str, str]:
+    bindir = str(Path(sys.executable).parent)
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def run_dvc_stages(members: list[str], root: str | Path, log=print) -> dict[str, str]:
+    """`dvc repro --single-item <members>`: every output line goes to `log`; returns
+    {expanded stage: ran | up to date | restored from run cache}."""
+    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", *members]
+    log(f"$ dvc repro --single-item {' '.join(members)}")
+    proc = subprocess.Popen(cmd, cwd=root, env=dvc_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, bufsize=1)
+    status: dict[str, str] = {}
+    err_tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    lock = threading.Lock()
+
+    def pump(stream, is_err: bool) -> None:
+        for line in stream:
+            line = line.rstrip("\n")
+            with lock:
+                for rx, what in ((_RUNNING, RAN), (_SKIPPED, UP_TO_DATE), (_CACHED, RESTORED)):
+                    m = rx.match(line)
+                    if m:
+                        status[m.group(1)] = what
+                if is_err:
+                    err_tail.append(line)
+                if line.strip():
+                    log(line)
+
+    threads = [threading.Thread(target=pump, args=(proc.stdout, False), daemon=True),
+               threading.Thread(target=pump, args=(proc.stderr, True), daemon=True)]
+    for t in threads:
+        t.start()
+    rc = proc.wait()
+    for t in threads:
+        t.join()
+    if rc != 0:
+        failed = [m for m, s in status.items() if s == RAN][-1:] or members
+        raise RuntimeError(f"stage {failed[0]} failed (dvc repro exit {rc}); stderr tail:\n"
+                           + "\n".join(err_tail))
+    return {m: status.get(m, UP_TO_DATE) for m in members}
+
+
+@task(name="dvc-stage")
+def dvc_stage(stage: str, members: list[str], root: str = ".") -> dict[str, str]:
+    logger = get_run_logger()
+    result = run_dvc_stages(members, root, log=logger.info)
+    for m, s in result.items():
+        logger.info(f"{m}: {s}")
+    return result
+
+
+@task(name="dvc-stage-on-pool")
+def dvc_stage_on_pool(stage: str, members: list[str], deployment: str) -> dict[str, str]:
+    """Runs the stage as a subflow of `deployment` (the GPU work pool's), which must share
+    this workspace (same machine or a shared filesystem): DVC's outputs are files."""
+    from prefect.deployments import run_deployment
+
+    logger = get_run_logger()
+    logger.info(f"{stage}: {len(members)} expansion(s) sent to deployment {deployment}")
+    run = run_deployment(deployment, parameters={"stages": [stage]}, as_subflow=True)
+    if not run.state or not run.state.is_completed():
+        raise RuntimeError(f"stage {stage}: flow run {run.name} on {deployment} ended "
+                           f"{run.state.name if run.state else 'without a state'}; see its logs")
+    return {m: f"done on {deployment}" for m in members}
+
+
+@flow(name="llmrec")
+def llmrec(stages: list[str] | None = None, downstream: bool = False, datasets: list[str] | None = None,
+           params: dict[str, Any] | None = None, retries: int = 0, root: str = ".",
+           gpu_deployment: str | None = None) -> dict[str, dict[str, str]]:
+    """Reproduce the DVC pipeline stage by stage.
+
+    Args:
+        stages: stage names from dvc.yaml to run (default: all).
+        downstream: also run every stage that depends on the selected ones.
+        datasets: replaces params.yaml `datasets` for this run.
+        params: overrides, {"section.key": value} (params.yaml is restored afterwards).
+        retries: retries per stage task.
+        root: the DVC project directory.
+        gpu_deployment: run stages tagged `gpu` through this deployment (e.g. "llmrec/llmrec-gpu").
+    """
+    logger = get_run_logger()
+    check_stage_names(list(stages or []), stage_names(root))
+    overrides = parse_overrides(params)
+    if datasets is not None:
+        overrides["datasets"] = list(datasets)
+    results: dict[str, dict[str, str]] = {}
+    with overridden_params(root, overrides) as current:
+        dag = load_dag(root)
+        gpu = gpu_stage_names(current)
+        for stage in dag.select(stages, downstream):
+            members = dag.members[stage]
+            if not members:
+                logger.info(f"{stage}: no expansion (empty foreach list), skipped")
+                continue
+            tag = "gpu" if stage in gpu else "cpu"
+            opts = dict(name=stage, task_run_name=stage, tags=[tag, "dvc"], retries=retries)
+            if tag == "gpu" and gpu_deployment:
+                results[stage] = dvc_stage_on_pool.with_options(**opts)(stage, members, gpu_deployment)
+            else:
+                results[stage] = dvc_stage.with_options(**opts)(stage, members, root)
+    return results
+
+
+# --- command line --------------------------------------------------------------------------
+
+def api_url() -> str | None:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+def check_api(url: str, timeout: float = 5.0) -> None:
+    """A clear error when PREFECT_API_URL points at no server."""
+    import httpx
+
+    try:
+        httpx.get(url.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+    except httpx.HTTPError as e:
+        raise PipelineError(
+            f"PREFECT_API_URL={url} but no Prefect server answers there ({type(e).__name__}: {e}).\n"
+            "Either start one in another terminal:  prefect server start   "
+            "(UI and API on http://127.0.0.1:4200; PREFECT_API_URL=http://127.0.0.1:4200/api)\n"
+            "or unset the variable to run with a temporary local server:  unset PREFECT_API_URL"
+            "  (and `prefect config unset PREFECT_API_URL` if your profile sets it)") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipeline.flow", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stages", nargs="+", metavar="STAGE", help="stage names from dvc.yaml (default: all)")
+    p.add_argument("--downstream", action="store_true", help="also run the stages that depend on --stages")
+    p.add_argument("--datasets", nargs="+", metavar="NAME", help="replace params.yaml 'datasets' for this run")
+    p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a param for this run (repeatable; value parsed as YAML); "
+                        "params.yaml is restored afterwards")
+    p.add_argument("--retries", type=int, default=0, help="retries per stage task (default 0)")
+    p.add_argument("--root", default=".", help="DVC project directory (default: .)")
+    p.add_argument("--gpu-deployment", metavar="FLOW/DEPLOYMENT",
+                   help="send stages tagged gpu to this deployment, e.g. llmrec/llmrec-gpu")
+    p.add_argument("--list", action="store_true", help="print the stages in DAG order with their tags and exit")
+    args = p.parse_args(argv)
+    try:
+        check_stage_names(args.stages or [], stage_names(args.root))
+        overrides = parse_overrides(args.overrides)
+        if args.datasets:
+            overrides["datasets"] = args.datasets
+        params = yaml.safe_load((Path(args.root) / PARAMS_FILE).read_text()) or {}
+        apply_overrides(params, overrides)  # validate before Prefect starts
+        if args.list:
+            dag, gpu = load_dag(args.root), gpu_stage_names(params)
+            for s in dag.select(args.stages, args.downstream):
+                print(f"{s:20} {'gpu' if s in gpu else 'cpu'}  {' '.join(dag.members[s])}")
+            return 0
+        url = api_url()
+        if url:
+            check_api(url)
+        else:
+            print("PREFECT_API_URL is not set: running with a temporary local Prefect server "
+                  "(start `prefect server start` to keep runs in the UI)", file=sys.stderr)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    state = llmrec(stages=args.stages, downstream=args.downstream, params=overrides or None,
+                   retries=args.retries, root=args.root, gpu_deployment=args.gpu_deployment,
+                   return_state=True)
+    run_id = state.state_details.flow_run_id
+    if url:
+        from prefect.settings import PREFECT_UI_URL
+
+        print(f"flow run {run_id}: {PREFECT_UI_URL.value() or url}/runs/flow-run/{run_id}")
+    if not state.is_completed():
+        print(f"flow run {run_id} {state.name}: {state.message}", file=sys.stderr)
+        return 1
+    for stage, members in state.result().items():
+        for m, s in members.items():
+            print(f"{stage:20} {m:40} {s}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
