@@ -62,12 +62,12 @@ def _add_tokens(tokenizer, tokens: list[str]) -> list[int]:
     if present:
         raise PipelineError(f"the base tokenizer already has {present[0]!r}: expand the base model "
                             "(data/llm/base), not an already expanded one")
-    before = [tokenizer(SAMPLE_TEXT, add_special_tokens=False)["input_ids"]]
+    before = tokenizer(SAMPLE_TEXT, add_special_tokens=False)["input_ids"]
     added = tokenizer.add_tokens([AddedToken(t, single_word=False, lstrip=False, rstrip=False,
                                              normalized=False, special=False) for t in tokens])
     if added != len(tokens):
         raise PipelineError(f"tokenizer added {added} of {len(tokens)} new tokens")
-    if tokenizer(SAMPLE_TEXT, add_special_tokens=False)["input_ids"] != before[0]:
+    if tokenizer(SAMPLE_TEXT, add_special_tokens=False)["input_ids"] != before:
         raise PipelineError("adding the user/item tokens changed how plain text tokenizes")
     return check_single_tokens(tokenizer, tokens)
 
