@@ -12,11 +12,14 @@ import pytest
 import yaml
 
 from tests.conftest import FIXTURES, REPO
+from tests.llm_tiny import tiny_llama, tiny_tokenizer
 
 pytestmark = pytest.mark.slow
 
 DATA_STAGES = ["download", "prepare", "kcore", "split", "negatives"]
-STAGES = DATA_STAGES + ["pretrain_domain", "evaluate_domain", "export_embeddings", "baselines"]
+DOMAIN_STAGES = ["pretrain_domain", "evaluate_domain", "export_embeddings", "baselines"]
+LLM_STAGES = ["download_llm", "expand_vocab", "build_prompts", "sft", "evaluate_llm"]
+STAGES = DATA_STAGES + DOMAIN_STAGES + LLM_STAGES
 
 
 def dvc(cwd: Path, *args: str) -> str:
@@ -47,6 +50,14 @@ def project(tmp_path_factory) -> Path:
     params["domain"]["models"] = ["mostpop", "mf", "lightgcn", "sasrec"]
     params["domain"]["export"] = ["lightgcn"]
     params["domain"]["train"].update(epochs=2)
+    # the LLM half on a tiny LLaMA saved as a local checkpoint (llm.base may be any path)
+    tok = tiny_tokenizer()
+    tiny_llama(tok, hidden=16).save_pretrained(root / "tiny-llm")
+    tok.save_pretrained(root / "tiny-llm")
+    params["llm"].update(base=str(root / "tiny-llm"), vocab_modes=["pe", "text"], variants=["full", "no_et"])
+    params["prompts"].update(max_train_users=None, train_targets_per_user=1)
+    params["sft"].update(steps=2, batch_size=2, checkpoint_every=1, max_len=128)
+    params["evaluate_llm"].update(max_users=5, batch_size=4)
     for m in params["domain"]["models"]:
         if "epochs" in params["domain"][m]:
             params["domain"][m]["epochs"] = 2
@@ -65,7 +76,10 @@ def test_repro_builds_every_stage_then_is_up_to_date(project):
                  *[f"negatives/tiny/{s}_{p}.parquet" for s in ("valid", "test") for p in ("topk", "ranking", "binary")],
                  *[f"metrics/{s}/tiny.json" for s in DATA_STAGES[1:]],
                  "embeddings/tiny/lightgcn.safetensors", "reports/tiny/baselines.md",
-                 *[f"metrics/domain/tiny/{m}.json" for m in ("mostpop", "mf", "lightgcn", "sasrec")]]:
+                 *[f"metrics/domain/tiny/{m}.json" for m in ("mostpop", "mf", "lightgcn", "sasrec")],
+                 "llm/base/config.json", "llm/tiny/vocab/pe/vocab.json", "prompts/tiny/tokens/test.parquet",
+                 "llm/tiny/sft/full/config.json", "metrics/sft/tiny/full.json",
+                 "metrics/llm/tiny/full.json", "metrics/llm/tiny/no_et.json"]:
         assert (d / path).exists(), path
     again = dvc(project, "repro")
     assert ran(again) == set()
@@ -91,11 +105,12 @@ def test_param_change_reruns_only_dependents(project):
     params["kcore"]["item_k"] = 5  # drops items, so everything downstream changes
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     out = dvc(project, "repro")
-    assert ran(out) == set(STAGES) - {"download", "prepare"}
+    assert ran(out) == set(STAGES) - {"download", "prepare", "download_llm"}
     assert (project / "data/metrics/kcore/tiny.json").read_text() != before
     params["negatives"]["seed"] = 7
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    assert ran(dvc(project, "repro")) == {"negatives", "evaluate_domain", "baselines"}  # no retraining
+    # new candidate sets: re-scored and new eval prompts, but no model is retrained
+    assert ran(dvc(project, "repro")) == {"negatives", "evaluate_domain", "baselines", "build_prompts", "evaluate_llm"}
     params["domain"]["mf"]["dim"] = 8  # one model's params: only that model and the table
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     out = dvc(project, "repro")
