@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 DATA_STAGES = ["download", "prepare", "kcore", "split", "negatives"]
 DOMAIN_STAGES = ["pretrain_domain", "evaluate_domain", "export_embeddings", "baselines"]
 LLM_STAGES = ["download_llm", "expand_vocab", "build_prompts", "sft", "evaluate_llm"]
-STAGES = DATA_STAGES + DOMAIN_STAGES + LLM_STAGES
+REPORT_STAGES = ["report"]
+STAGES = DATA_STAGES + DOMAIN_STAGES + LLM_STAGES + REPORT_STAGES
 
 
 def dvc(cwd: Path, *args: str) -> str:
@@ -79,7 +80,9 @@ def test_repro_builds_every_stage_then_is_up_to_date(project):
                  *[f"metrics/domain/tiny/{m}.json" for m in ("mostpop", "mf", "lightgcn", "sasrec")],
                  "llm/base/config.json", "llm/tiny/vocab/pe/vocab.json", "prompts/tiny/tokens/test.parquet",
                  "llm/tiny/sft/full/config.json", "metrics/sft/tiny/full.json",
-                 "metrics/llm/tiny/full.json", "metrics/llm/tiny/no_et.json"]:
+                 "metrics/llm/tiny/full.json", "metrics/llm/tiny/no_et.json",
+                 "reports/tiny/report.md", "reports/tiny/report.json", "reports/plots/ablation/tiny.json",
+                 "reports/plots/lambda/tiny.json", "reports/plots/sft_loss/tiny.json"]:
         assert (d / path).exists(), path
     again = dvc(project, "repro")
     assert ran(again) == set()
@@ -110,11 +113,12 @@ def test_param_change_reruns_only_dependents(project):
     params["negatives"]["seed"] = 7
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     # new candidate sets: re-scored and new eval prompts, but no model is retrained
-    assert ran(dvc(project, "repro")) == {"negatives", "evaluate_domain", "baselines", "build_prompts", "evaluate_llm"}
+    assert ran(dvc(project, "repro")) == {"negatives", "evaluate_domain", "baselines", "build_prompts", "evaluate_llm",
+                                         "report"}
     params["domain"]["mf"]["dim"] = 8  # one model's params: only that model and the table
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     out = dvc(project, "repro")
-    assert ran(out) == {"pretrain_domain", "evaluate_domain", "baselines"}
+    assert ran(out) == {"pretrain_domain", "evaluate_domain", "baselines", "report"}
     assert "Running stage 'pretrain_domain@tiny-mf'" in out
     assert "Running stage 'pretrain_domain@tiny-lightgcn'" not in out
     assert ran(dvc(project, "repro", "split@tiny", "--force", "--single-item")) == {"split"}

@@ -1,0 +1,57 @@
+"""report: the paper-style report for one dataset, from whatever metrics files exist.
+
+Reads data/metrics/{domain,pretrain,llm,sft,joint,joint_train}/<ds>/*.json and
+data/metrics/split/<ds>.json; writes data/reports/<ds>/report.{md,json} (BDLM Table 3,
+ablations, Table 4, the lambda sweep, Cao et al.'s protocols, training times, missing
+inputs) and the flat files that dvc.yaml's top-level `plots` render:
+data/reports/plots/ablation/<ds>.json ([{variant, HR@1, f1}]) and
+data/reports/plots/lambda/<ds>.json ([{lambda, HR@1 llm, HR@1 drs, f1 llm, f1 drs}]) and
+data/reports/plots/sft_loss/<ds>.json ([{step, <variant>: loss, ...}], fields = llm.variants).
+The plot files sit in one folder per chart (not under <ds>/) so that one top-level plot
+definition covers every dataset.
+A missing metrics file is listed in the report, never an error; a malformed one is.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline import paths
+from pipeline.artifacts import atomic_path, write_json
+from pipeline.cli import dataset_parser, run
+from pipeline.params import get, load_params, section
+from pipeline.report import build_report, collect, markdown_report
+
+
+def plot_files(ds: str, data: Path = paths.DATA) -> dict[str, Path]:
+    return {"ablation": data / "reports" / "plots" / "ablation" / f"{ds}.json",
+            "lambda": data / "reports" / "plots" / "lambda" / f"{ds}.json",
+            "sft_loss": data / "reports" / "plots" / "sft_loss" / f"{ds}.json"}
+
+
+def write_report(ds: str, variants: list[str], data: Path = paths.DATA) -> dict:
+    rep = build_report(collect(data, ds), variants)
+    out = data / "reports" / ds
+    files = plot_files(ds, data)
+    for name, f in files.items():
+        write_json(rep["plots"][name], f)
+    links = {"ablation bar chart (x variant, y HR@1)": f"../plots/ablation/{ds}.json",
+             "λ curves (x lambda, y HR@1 per side)": f"../plots/lambda/{ds}.json",
+             "SFT loss curves (x step, y loss per variant)": f"../plots/sft_loss/{ds}.json"}
+    write_json({k: v for k, v in rep.items() if k != "plots"}, out / "report.json")
+    text = markdown_report(rep, links)
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(text)
+    return rep
+
+
+def main() -> None:
+    args = dataset_parser(__doc__).parse_args()
+    variants = get(section(load_params(args.params), "llm"), "variants", list, "llm")
+    rep = write_report(args.dataset, variants)
+    print((paths.DATA / "reports" / args.dataset / "report.md").read_text())
+    if rep["missing"]:
+        print(f"[report] {len(rep['missing'])} input(s) missing, listed in the report")
+
+
+if __name__ == "__main__":
+    run(main)
