@@ -33,6 +33,10 @@ class _Embeddings(TrainableModel):
     def tables(self):
         return self.user.weight.detach(), self.item.weight.detach()
 
+    def live_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`tables()` with gradients (BDLM's mutual-learning loss reads them while training)."""
+        return self.user.weight, self.item.weight
+
 
 class _BPR(_Embeddings):
     """Pairwise BPR on (user, positive, sampled negative) with L2 on the batch's rows."""
@@ -49,6 +53,14 @@ class _BPR(_Embeddings):
 
     def final_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.user.weight, self.item.weight
+
+    def live_tables(self):
+        return self.final_tables()
+
+    def pair_features(self, users, items) -> torch.Tensor:
+        """f(u, i) = e_u * e_i (final tables): its sum is the model's score (BDLM's DRS input)."""
+        u, i = self.final_tables()
+        return u[users] * i[items]
 
     def loss(self, batch):
         u, i = self.final_tables()
@@ -176,8 +188,11 @@ class GMF(_Pointwise):
         super().__init__(n_users, n_items, cfg)
         self.out = nn.Linear(int(cfg.get("dim", 64)), 1)
 
+    def pair_features(self, users, items) -> torch.Tensor:
+        return self.user(users) * self.item(items)
+
     def logits(self, users, items):
-        return self.out(self.user(users) * self.item(items)).squeeze(-1)
+        return self.out(self.pair_features(users, items)).squeeze(-1)
 
 
 class NeuMF(_Pointwise):
@@ -197,14 +212,21 @@ class NeuMF(_Pointwise):
                                  nn.Linear(d, d // 2), nn.ReLU())
         self.out = nn.Linear(d + d // 2, 1)
 
-    def logits(self, users, items):
+    def pair_features(self, users, items) -> torch.Tensor:
+        """[GMF product ; last MLP hidden layer]: what the output layer reads (BDLM's DRS input)."""
         gmf = self.user(users) * self.item(items)
         mlp = self.mlp(torch.cat([self.user_mlp(users), self.item_mlp(items)], -1))
-        return self.out(torch.cat([gmf, mlp], -1)).squeeze(-1)
+        return torch.cat([gmf, mlp], -1)
+
+    def logits(self, users, items):
+        return self.out(self.pair_features(users, items)).squeeze(-1)
+
+    def live_tables(self):
+        return (torch.cat([self.user.weight, self.user_mlp.weight], 1),
+                torch.cat([self.item.weight, self.item_mlp.weight], 1))
 
     def tables(self):
-        return (torch.cat([self.user.weight, self.user_mlp.weight], 1).detach(),
-                torch.cat([self.item.weight, self.item_mlp.weight], 1).detach())
+        return tuple(t.detach() for t in self.live_tables())
 
 
 class MFRating(_Embeddings):

@@ -1,0 +1,80 @@
+"""evaluate_joint: score one BDLM joint-training experiment, both of its models.
+
+BDLM-llm: the jointly trained LLM, scored by pipeline.llm.scoring.evaluate_llm on every
+protocol its prompts hold. BDLM-drs: the domain model fed with the LLM's feature h, on
+interaction prediction (threshold chosen on valid) and top-K (h of the top-K prompt, shared
+by its candidates). Both on the seeded user subset stages.evaluate_llm scores
+(evaluate_llm.max_users / seed), so every LLM number in the project is on the same users.
+
+Reads data/joint/<ds>/<experiment>/, data/prompts/<ds>/tokens/{valid,test}.parquet and
+data/split/<ds>/; writes data/metrics/joint/<ds>/<experiment>.json:
+{"dataset", "experiment", "domain_model", "lambda", "users_scored", "llm": {...}, "drs": {...}}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline import metrics, paths
+from pipeline.artifacts import read_json, write_json
+from pipeline.bdlm import evaluate_drs, load_drs
+from pipeline.cli import run
+from pipeline.errors import PipelineError
+from pipeline.evaluation import EvalSets
+from pipeline.llm.base import load_base
+from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
+from pipeline.models.registry import model_class
+from pipeline.params import get, load_params, section
+from stages.evaluate_llm import user_subset
+from stages.joint_train import joint_dir
+
+
+def metrics_joint(ds: str, experiment: str):
+    return paths.DATA / "metrics" / "joint" / ds / f"{experiment}.json"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset")
+    p.add_argument("experiment", help="a name under joint.experiment in params.yaml")
+    p.add_argument("--params", default="params.yaml")
+    args = p.parse_args()
+    ds, name = args.dataset, args.experiment
+    params = load_params(args.params)
+    sec = section(params, "evaluate_llm")
+    max_users = get(sec, "max_users", (int, type(None)), "evaluate_llm")
+    folder = joint_dir(ds, name)
+    if not (folder / "config.json").exists():
+        raise PipelineError(f"{folder}: no joint-trained '{name}'; run `dvc repro joint_train@{ds}-{name}`")
+    config = read_json(folder / "config.json")
+    max_len, pooling = config["joint"]["max_len"], config["joint"]["pooling"]
+    prompts = paths.prompts(ds, "tokens")
+    valid, test = (pq.read_table(prompts / f"{s}.parquet") for s in ("valid", "test"))
+    users = user_subset(test, max_users, get(sec, "seed", int, "evaluate_llm"))
+    keep = pa.array(users, pa.int32())
+    valid, test = (t.filter(pc.is_in(t["uid"], value_set=keep)) for t in (valid, test))
+
+    ev = EvalSets.load(ds, candidates=False)
+    if (ev.n_users, ev.n_items) != (config["n_users"], config["n_items"]):
+        raise PipelineError(f"{folder / 'config.json'}: trained on {config['n_users']} users x {config['n_items']} "
+                            f"items, the dataset now has {ev.n_users} x {ev.n_items}; re-run joint_train")
+    known = metrics.known_items(ev.n_users, ev.n_items, ev.splits["train"], ev.splits["valid"])
+    model, tokenizer = load_base(folder / "llm")
+    cfg = ScoreConfig(batch_size=get(sec, "batch_size", int, "evaluate_llm"), max_len=max_len)
+    llm = evaluate_llm(Scorer(model, tokenizer, cfg), valid, test, ev.n_items, known, tokens=True)
+    dom_cfg = {k: v for k, v in config["domain_config"].items() if k != "train"}
+    domain = model_class(config["domain_model"])(ev.n_users, ev.n_items, dom_cfg)
+    drs = load_drs(folder / "drs.safetensors", domain, config["hidden_size"], ev.train())
+    drs_metrics = evaluate_drs(drs, model, tokenizer, valid, test, max_len, pooling, cfg.batch_size)
+    out = {"dataset": ds, "experiment": name, "domain_model": config["domain_model"], "lambda": config["lambda"],
+           "users_scored": int(len(users)), "llm": llm, "drs": drs_metrics}
+    write_json(out, metrics_joint(ds, name))
+    print(json.dumps({"llm": llm, "drs": drs_metrics}))
+
+
+if __name__ == "__main__":
+    run(main)

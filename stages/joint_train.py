@@ -1,0 +1,163 @@
+"""joint_train: BDLM deep mutual learning of the pre-loaded LLM and a domain model (DRS).
+
+Reads data/llm/<ds>/vocab/pe/ (LLM with <uid_k>/<iid_k> pre-loaded, vocab.json),
+data/domain/<ds>/<model>/ (the pretrained domain model of the experiment),
+data/prompts/<ds>/tokens/train.parquet and data/split/<ds>/; writes
+data/joint/<ds>/<experiment>/ (llm/ model + tokenizer, drs.safetensors, sharing.safetensors,
+config.json) and data/metrics/joint_train/<ds>/<experiment>.json (loss curves, wall time).
+An experiment is a `joint.experiment.<name>` entry: its domain model, optionally its own
+lambda and any joint.train key. Resumable: a run started again with the same params and
+inputs continues from its last checkpoint (data/checkpoints/joint/...); a checkpoint written
+under other params is refused, never overwritten.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from pipeline import paths
+from pipeline.artifacts import atomic_dir, file_digest, read_json, write_json
+from pipeline.bdlm import (DRS, JointConfig, JointData, JointTrainer, LLMRows, Sharing, check_id_spaces,
+                           initial_projection, save_drs)
+from pipeline.checkpoint import load_trained
+from pipeline.cli import run
+from pipeline.errors import PipelineError
+from pipeline.evaluation import EvalSets
+from pipeline.llm.base import is_seq2seq, load_base
+from pipeline.params import get, load_params, section
+from pipeline.train_domain import domain_configs
+
+VOCAB_MODE = "pe"  # BDLM trains the pre-loaded LLM; w/o PE / w/o ET are SFT variants
+
+
+def joint_dir(ds: str, experiment: str) -> Path:
+    return paths.DATA / "joint" / ds / experiment
+
+
+def metrics_joint_train(ds: str, experiment: str) -> Path:
+    return paths.DATA / "metrics" / "joint_train" / ds / f"{experiment}.json"
+
+
+def joint_settings(params: dict, experiment: str) -> tuple[JointConfig, str, dict[str, float], bool]:
+    """(config, domain model, LLM task weights, aux) of one joint.experiment entry, checked.
+    The entry's `lambda` overrides joint.lambda, its other keys override joint.train."""
+    sec = section(params, "joint")
+    table = get(sec, "experiment", dict, "joint")
+    if experiment not in table:
+        raise PipelineError(f"params.yaml: unknown joint experiment '{experiment}': joint.experiment has {sorted(table)}")
+    where = f"joint.experiment.{experiment}"
+    exp = table[experiment] or {}
+    model = get(exp, "model", str, where)
+    lam_src = exp if "lambda" in exp else sec
+    lam_name = f"{where}.lambda" if "lambda" in exp else "joint.lambda"
+    lam = get(lam_src, "lambda", (int, float), where if "lambda" in exp else "joint")
+    if not lam >= 0:
+        raise PipelineError(f"params.yaml: {lam_name} (the mutual-learning weight) must be >= 0, got {lam}")
+    train = {**get(sec, "train", dict, "joint"), **{k: v for k, v in exp.items() if k not in ("model", "lambda")}}
+    values = {}
+    for key, default in asdict(JointConfig()).items():
+        if key == "lam":
+            continue
+        src = where if key in exp else "joint.train"
+        values[key] = get(train, key, (int, float) if isinstance(default, float) else type(default), src)
+    weights = get(train, "task_weights", dict, "joint.train")
+    for task, w in weights.items():
+        if get(weights, task, (int, float), "joint.train.task_weights") < 0:
+            raise PipelineError(f"params.yaml: joint.train.task_weights.{task} must be >= 0, got {w}")
+    aux = get(train, "aux", bool, "joint.train")
+    unknown = set(train) - set(values) - {"task_weights", "aux"}
+    if unknown:
+        raise PipelineError(f"params.yaml: unknown keys {sorted(unknown)} in joint.train / {where}")
+    return JointConfig(lam=float(lam), **values).check(), model, weights, aux
+
+
+def inputs(ds: str, model: str) -> dict[str, Path]:
+    need = {"vocab": paths.vocab_llm(ds, VOCAB_MODE) / "vocab.json",
+            "domain": paths.domain(ds, model) / "config.json",
+            "prompts": paths.prompts(ds, "tokens") / "train.parquet",
+            "split": paths.split(ds) / "train.parquet"}
+    stage = {"vocab": f"expand_vocab@{ds}-{VOCAB_MODE}", "domain": f"pretrain_domain@{ds}-{model}",
+             "prompts": f"build_prompts@{ds}", "split": f"split@{ds}"}
+    for key, path in need.items():
+        if not path.exists():
+            raise PipelineError(f"{path} missing: run `dvc repro {stage[key]}` first")
+    return need
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset")
+    p.add_argument("experiment", help="a name under joint.experiment in params.yaml")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (checkpointed)")
+    args = p.parse_args()
+    params = load_params(args.params)
+    ds, name = args.dataset, args.experiment
+    cfg, model_name, weights, aux = joint_settings(params, name)
+    files = inputs(ds, model_name)
+    vocab, domain_cfg = read_json(files["vocab"]), read_json(files["domain"])
+    check_id_spaces(vocab, str(files["vocab"]), domain_cfg, str(files["domain"]))
+    ev = EvalSets.load(ds, candidates=False)
+    domain, trained = load_trained(ds, model_name, domain_configs(params, model_name)[0], ev.train())
+    vocab_dir = files["vocab"].parent
+    llm, tokenizer = load_base(vocab_dir)
+    rows = LLMRows(llm, vocab["first_user_token_id"], vocab["first_item_token_id"], vocab["n_users"], vocab["n_items"])
+    hidden = int(llm.get_input_embeddings().weight.shape[1])
+    proj, scale = initial_projection(domain, rows, int(vocab.get("seed", cfg.seed)))
+    drs = DRS(domain, hidden, proj)
+    sharing = Sharing(rows.table("user"), rows.table("item"))
+    data = JointData.build(pq.read_table(files["prompts"]), tokenizer, is_seq2seq(llm), weights, aux, cfg)
+    digests = {"prompts": file_digest(files["prompts"])[0],
+               "llm": [file_digest(f)[0] for f in sorted(vocab_dir.glob("*.safetensors"))],
+               "domain": file_digest(files["domain"].parent / "model.safetensors")[0],
+               "split": file_digest(files["split"])[0]}
+    params_hash = cfg.params_hash({"model": model_name, "weights": weights, "aux": aux, **digests})
+    checkpoints = paths.DATA / "checkpoints" / "joint" / ds / name / params_hash[:16]
+    trainer = JointTrainer(llm, tokenizer, drs, sharing, rows, data, cfg, params_hash)
+    print(f"[joint_train] {ds}/{name}: domain={model_name} lambda={cfg.lam} share={cfg.share} pooling={cfg.pooling}, "
+          f"{len(data.llm_enc.input_ids)} LLM samples, {len(data.drs_prompts)} DRS samples, {cfg.steps} steps x "
+          f"{cfg.batch_size} (+{cfg.drs_per_llm} DRS x {cfg.drs_batch_size}); projection: {drs.projection}")
+    start = time.perf_counter()
+    history = trainer.run(checkpoints, stop_after=args.stop_after)
+    if trainer.step < cfg.steps:
+        print(f"[joint_train] stopped after {trainer.step} steps (checkpoint in {checkpoints}); nothing written")
+        return
+    seconds = round(time.perf_counter() - start, 1)
+    config = {"dataset": ds, "experiment": name, "domain_model": model_name, "domain_config": trained,
+              "lambda": cfg.lam, "joint": asdict(cfg), "task_weights": weights, "aux": aux,
+              "n_users": vocab["n_users"], "n_items": vocab["n_items"], "hidden_size": hidden,
+              "domain_dim": drs.dim, "pair_feature_dim": drs.feature_dim, "projection": drs.projection,
+              "projection_init_scale": scale, "llm_preloaded_from": vocab.get("preload_from"),
+              "llm_vocab_projection": vocab.get("projection"), "sharing": "buffers in the LLM hidden space, "
+              "initialised from the LLM's <uid>/<iid> rows, written by both sides (Algorithm 1)",
+              "params_hash": params_hash, "base": vocab.get("base")}
+    meta = {"dataset": ds, "experiment": name, "domain_model": model_name, "pooling": cfg.pooling,
+            "projection": drs.projection, "params_hash": params_hash}
+    with atomic_dir(joint_dir(ds, name)) as tmp:
+        llm.save_pretrained(tmp / "llm")
+        tokenizer.save_pretrained(tmp / "llm")
+        save_drs(drs, tmp / "drs.safetensors", meta)
+        from safetensors.torch import save_file
+        save_file({"user": sharing.user.contiguous(), "item": sharing.item.contiguous()},
+                  str(tmp / "sharing.safetensors"), metadata=meta)
+        write_json(config, tmp / "config.json")
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    writes = {side: sum(1 for w in sharing.writes if w[1] == side) for side in ("llm", "drs")}
+    write_json({"dataset": ds, "experiment": name, "domain_model": model_name, "lambda": cfg.lam,
+                "projection": drs.projection, "train_seconds": seconds, "steps": cfg.steps,
+                "llm_samples": len(data.llm_enc.input_ids), "drs_samples": len(data.drs_prompts),
+                "prompts_truncated": data.llm_enc.truncated, "sharing_writes_this_run": writes,
+                "final": {k: v for k, v in history[-1].items() if k != "step"}, "history": history},
+               metrics_joint_train(ds, name))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    run(main)
