@@ -34,6 +34,7 @@ from pipeline.llm.base import is_seq2seq, load_base
 from pipeline.params import get, load_params, section
 from pipeline.train_domain import domain_configs
 
+JOINT_MODELS = ("lightgcn", "ncf")  # BDLM's two (paper Tables 3 and 4)
 VOCAB_MODE = "pe"  # BDLM trains the pre-loaded LLM; w/o PE / w/o ET are SFT variants
 
 
@@ -55,6 +56,9 @@ def joint_settings(params: dict, experiment: str) -> tuple[JointConfig, str, dic
     where = f"joint.experiment.{experiment}"
     exp = table[experiment] or {}
     model = get(exp, "model", str, where)
+    if model not in JOINT_MODELS:
+        raise PipelineError(f"params.yaml: {where}.model is '{model}'; joint training supports {list(JOINT_MODELS)} "
+                            "(dvc.yaml lists their checkpoints as joint_train's deps)")
     lam_src = exp if "lambda" in exp else sec
     lam_name = f"{where}.lambda" if "lambda" in exp else "joint.lambda"
     lam = get(lam_src, "lambda", (int, float), where if "lambda" in exp else "joint")

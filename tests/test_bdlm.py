@@ -252,7 +252,8 @@ def make_project(root: Path, vocab_items: int = I) -> None:
               "joint": {"experiments": ["bdlm"], "lambda": 0.1,
                         "train": {**{k: v for k, v in CFG.__dict__.items() if k != "lam"}, "steps": 2,
                                   "task_weights": {"interaction": 1.0, "topk": 1.0}, "aux": False},
-                        "experiment": {"bdlm": {"model": "lightgcn"}, "bad": {"model": "lightgcn", "lambda": -1}}}}
+                        "experiment": {"bdlm": {"model": "lightgcn"}, "bad": {"model": "lightgcn", "lambda": -1},
+                                       "gmf": {"model": "gmf"}}}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
@@ -293,5 +294,7 @@ def test_stage_errors_leave_no_artifact(tmp_path, monkeypatch):
         stage(monkeypatch, joint_train, "tiny", "bdlm")
     with pytest.raises(PipelineError, match="joint.experiment.bad.lambda"):
         stage(monkeypatch, joint_train, "tiny", "bad")
+    with pytest.raises(PipelineError, match="joint.experiment.gmf.model"):
+        stage(monkeypatch, joint_train, "tiny", "gmf")
     assert not (tmp_path / "data/joint").exists() and not (tmp_path / "data/metrics").exists()
     assert not (tmp_path / "data/checkpoints").exists()
