@@ -112,6 +112,8 @@ def main() -> None:
     domain, trained = load_trained(ds, model_name, domain_configs(params, model_name)[0], ev.train())
     vocab_dir = files["vocab"].parent
     llm, tokenizer = load_base(vocab_dir)
+    if torch.cuda.is_available():  # the LLM on the GPU; the DRS and M stay on the CPU (small)
+        llm = llm.to("cuda")
     rows = LLMRows(llm, vocab["first_user_token_id"], vocab["first_item_token_id"], vocab["n_users"], vocab["n_items"])
     hidden = int(llm.get_input_embeddings().weight.shape[1])
     proj, scale = initial_projection(domain, rows, int(vocab.get("seed", cfg.seed)))

@@ -17,10 +17,12 @@ from safetensors.torch import load_file, save_file
 from pipeline.bdlm import (DRS, JointConfig, JointData, JointTrainer, LLMRows, Sharing, check_id_spaces,
                            initial_projection, llm_features)
 from pipeline.errors import PipelineError
+from pipeline.llm.sft import SFTConfig, training_pairs
+from pipeline.llm.sft import train as sft_train
 from pipeline.llm.tokens import item_token, new_tokens, user_token
 from pipeline.models.collaborative import LightGCN, NeuMF
 from pipeline.models.data import Interactions
-from tests.llm_tiny import tiny_llama, tiny_tokenizer
+from tests.llm_tiny import tiny_llama, tiny_t5, tiny_tokenizer
 
 U, I, HIDDEN, DIM = 8, 6, 16, 8
 
@@ -30,7 +32,7 @@ def liked(u: int) -> int:
 
 
 def split_table(n_per_user: int = 3) -> pa.Table:
-    rows = [(u, (liked(u) + k) % I, k, u * 10 + k) for u in range(U) for k in range(n_per_user)]
+    rows = [(u, (u + k) % I, k, u * 10 + k) for u in range(U) for k in range(n_per_user)]
     u, i, t, r = zip(*rows)
     return pa.table({"uid": pa.array(u, pa.int32()), "iid": pa.array(i, pa.int32()),
                      "rating": pa.array([4.0] * len(u), pa.float32()), "timestamp": pa.array(t, pa.int64()),
@@ -79,16 +81,17 @@ CFG = JointConfig(steps=4, batch_size=3, drs_batch_size=3, lam=0.1, warmup_steps
                   max_len=64, checkpoint_every=2, seed=7)
 
 
-def trainer(cfg: JointConfig = CFG, kind: str = "lightgcn", sides=("llm", "drs"), params_hash=None) -> JointTrainer:
+def trainer(cfg: JointConfig = CFG, kind: str = "lightgcn", sides=("llm", "drs"), params_hash=None,
+            llm_kind: str = "llama") -> JointTrainer:
     """A fresh, deterministic setup: the same weights every call."""
     tok = tokenizer()
-    llm = tiny_llama(tok, hidden=HIDDEN)
+    llm = tiny_llama(tok, hidden=HIDDEN) if llm_kind == "llama" else tiny_t5(tok, hidden=HIDDEN)
     rows = LLMRows(llm, tok.convert_tokens_to_ids(user_token(0)), tok.convert_tokens_to_ids(item_token(0)), U, I)
     dom = domain(kind)
     proj, _ = initial_projection(dom, rows, seed=2024)
     drs = DRS(dom, HIDDEN, proj)
     sharing = Sharing(rows.table("user"), rows.table("item"))
-    data = JointData.build(prompt_table(), tok, False, {"interaction": 1.0, "topk": 1.0}, False, cfg)
+    data = JointData.build(prompt_table(), tok, llm_kind == "t5", {"interaction": 1.0, "topk": 1.0}, False, cfg)
     return JointTrainer(llm, tok, drs, sharing, rows, data, cfg, params_hash, sides)
 
 
@@ -148,10 +151,24 @@ def test_lambda_zero_is_independent_training_bitwise():
         assert torch.equal(v, joint.model.state_dict()[k]), k
     for k, v in drs_alone.drs.state_dict().items():
         assert torch.equal(v, joint.drs.state_dict()[k]), k
-    # and lambda > 0 does couple them
+    # the LLM side at lambda = 0 is plain SFT: pipeline.llm.sft.train on the same prompts
+    tok = tokenizer()
+    prompts, answers = training_pairs(prompt_table(), {"interaction": 1.0, "topk": 1.0}, False, cfg0.seed)
+    sft_cfg = SFTConfig(steps=cfg0.steps, batch_size=cfg0.batch_size, lr=cfg0.lr, weight_decay=cfg0.weight_decay,
+                        warmup_steps=cfg0.warmup_steps, max_len=cfg0.max_len, seed=cfg0.seed)
+    sft_model, sft_hist, _ = sft_train(tiny_llama(tok, hidden=HIDDEN), tok, prompts, answers, sft_cfg, log=lambda s: None)
+    assert [h["loss"] for h in sft_hist] == llm_hist
+    for k, v in sft_model.state_dict().items():
+        assert torch.equal(v, joint.model.state_dict()[k]), k
+    # and lambda > 0 does couple them (Adam's sign-like first updates absorb a small pull: the
+    # token rows move, the tiny LLM's losses need a larger lambda to show it)
     coupled = trainer(CFG)
     coupled.run()
-    assert [h["llm_loss"] for h in coupled.history][1:] != llm_hist[1:]
+    assert not torch.equal(coupled.rows.table("user"), llm_alone.rows.table("user"))
+    assert [h["drs_loss"] for h in coupled.history] != drs_hist
+    strong = trainer(JointConfig(**{**CFG.__dict__, "lam": 10.0}))
+    strong.run()
+    assert [h["llm_loss"] for h in strong.history] != llm_hist
 
 
 @pytest.mark.parametrize("kind", ["lightgcn", "ncf"])
@@ -174,8 +191,19 @@ def test_drs_receives_the_llm_feature_and_starts_as_the_domain_model(kind):
     assert torch.allclose(c[1, 2], t.drs.logits(h[1:2], users[1:2], torch.tensor([5]))[0])
 
 
-def test_pooling_last_and_mean_features():
-    t = trainer()
+def test_seq2seq_llm_trains_jointly_too():
+    t = trainer(JointConfig(**{**CFG.__dict__, "steps": 2}), llm_kind="t5")
+    before = t.rows.table("item").clone()
+    t.run()
+    assert len(t.history) == 2 and all(np.isfinite(h["llm_loss"]) and np.isfinite(h["drs_loss"]) for h in t.history)
+    assert not torch.equal(t.rows.table("item"), before)
+    for pooling in ("last", "mean"):
+        assert llm_features(t.model, t.tok, t.data.drs_prompts[:2], 64, pooling).shape == (2, HIDDEN)
+
+
+@pytest.mark.parametrize("llm_kind", ["llama", "t5"])
+def test_pooling_last_and_mean_features(llm_kind):
+    t = trainer(llm_kind=llm_kind)
     prompts = t.data.drs_prompts[:3]
     last = llm_features(t.model, t.tok, prompts, 64, "last")
     mean = llm_features(t.model, t.tok, prompts, 64, "mean")
