@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 DATA_STAGES = ["download", "prepare", "kcore", "split", "negatives"]
 DOMAIN_STAGES = ["pretrain_domain", "evaluate_domain", "export_embeddings", "baselines"]
-LLM_STAGES = ["download_llm", "expand_vocab", "build_prompts", "sft", "evaluate_llm"]
+LLM_STAGES = ["download_llm", "expand_vocab", "build_prompts", "sft", "evaluate_llm", "joint_train", "evaluate_joint"]
 REPORT_STAGES = ["report"]
 STAGES = DATA_STAGES + DOMAIN_STAGES + LLM_STAGES + REPORT_STAGES
 
@@ -48,7 +48,7 @@ def project(tmp_path_factory) -> Path:
     params["datasets"] = ["tiny"]
     params["kcore"].update(user_k=3, item_k=3)
     params["negatives"].update(topk_negatives=5, ranking_negatives=10, text_pool=5)
-    params["domain"]["models"] = ["mostpop", "mf", "lightgcn", "sasrec"]
+    params["domain"]["models"] = ["mostpop", "mf", "lightgcn", "ncf", "sasrec"]
     params["domain"]["export"] = ["lightgcn"]
     params["domain"]["train"].update(epochs=2)
     # the LLM half on a tiny LLaMA saved as a local checkpoint (llm.base may be any path)
@@ -59,6 +59,7 @@ def project(tmp_path_factory) -> Path:
     params["prompts"].update(max_train_users=None, train_targets_per_user=1)
     params["sft"].update(steps=2, batch_size=2, checkpoint_every=1, max_len=128)
     params["evaluate_llm"].update(max_users=5, batch_size=4)
+    params["joint"]["train"].update(steps=2, batch_size=2, drs_batch_size=2, checkpoint_every=1, max_len=128)
     for m in params["domain"]["models"]:
         if "epochs" in params["domain"][m]:
             params["domain"][m]["epochs"] = 2
@@ -81,6 +82,7 @@ def test_repro_builds_every_stage_then_is_up_to_date(project):
                  "llm/base/config.json", "llm/tiny/vocab/pe/vocab.json", "prompts/tiny/tokens/test.parquet",
                  "llm/tiny/sft/full/config.json", "metrics/sft/tiny/full.json",
                  "metrics/llm/tiny/full.json", "metrics/llm/tiny/no_et.json",
+                 "metrics/joint/tiny/bdlm.json", "metrics/joint/tiny/wo_jl.json", "joint/tiny/bdlm/drs.safetensors",
                  "reports/tiny/report.md", "reports/tiny/report.json", "reports/plots/ablation/tiny.json",
                  "reports/plots/lambda/tiny.json", "reports/plots/sft_loss/tiny.json"]:
         assert (d / path).exists(), path
@@ -114,7 +116,7 @@ def test_param_change_reruns_only_dependents(project):
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     # new candidate sets: re-scored and new eval prompts, but no model is retrained
     assert ran(dvc(project, "repro")) == {"negatives", "evaluate_domain", "baselines", "build_prompts", "evaluate_llm",
-                                         "report"}
+                                         "evaluate_joint", "report"}
     params["domain"]["mf"]["dim"] = 8  # one model's params: only that model and the table
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     out = dvc(project, "repro")
