@@ -10,9 +10,13 @@ from typing import Callable
 from pipeline.errors import PipelineError
 
 
-def dataset_parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+def dataset_parser(description: str, *extra: tuple[str, str]) -> argparse.ArgumentParser:
+    """A stage's command line: the dataset, then the `extra` (name, help) positionals, and
+    --params."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", help="dataset name, as listed under 'datasets' in params.yaml")
+    for name, help_text in extra:
+        p.add_argument(name, help=help_text)
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     return p
 

@@ -2,7 +2,6 @@
 -> data/metrics/domain/<dataset>/<model>.json."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
@@ -10,17 +9,14 @@ import torch
 from pipeline import paths
 from pipeline.artifacts import write_json
 from pipeline.checkpoint import load_trained
-from pipeline.cli import run
+from pipeline.cli import dataset_parser, run
 from pipeline.evaluation import EvalSets, evaluate
 from pipeline.params import load_params
 from pipeline.train_domain import domain_configs
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("dataset")
-    p.add_argument("model")
-    p.add_argument("--params", default="params.yaml")
+    p = dataset_parser(__doc__, ("model", "a domain model name under domain in params.yaml"))
     args = p.parse_args()
     model_cfg, _ = domain_configs(load_params(args.params), args.model)
     ev = EvalSets.load(args.dataset)

@@ -12,7 +12,6 @@ data/split/<ds>/; writes data/metrics/joint/<ds>/<experiment>.json:
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 import pyarrow as pa
@@ -22,7 +21,7 @@ import pyarrow.parquet as pq
 from pipeline import metrics, paths
 from pipeline.artifacts import read_json, write_json
 from pipeline.bdlm import evaluate_drs, load_drs
-from pipeline.cli import run
+from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
 from pipeline.evaluation import EvalSets
 from pipeline.llm.base import load_base
@@ -38,10 +37,7 @@ def metrics_joint(ds: str, experiment: str):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset")
-    p.add_argument("experiment", help="a name under joint.experiment in params.yaml")
-    p.add_argument("--params", default="params.yaml")
+    p = dataset_parser(__doc__, ("experiment", "a name under joint.experiment in params.yaml"))
     args = p.parse_args()
     ds, name = args.dataset, args.experiment
     params = load_params(args.params)

@@ -6,7 +6,6 @@ writes data/metrics/llm/<ds>/<variant>.json. Only a seeded subset of test users 
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 
 from pipeline import metrics, paths
 from pipeline.artifacts import write_json
-from pipeline.cli import run
+from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
 from pipeline.llm.base import load_base
 from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
@@ -34,10 +33,7 @@ def user_subset(test: pa.Table, max_users: int | None, seed: int) -> np.ndarray:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("dataset")
-    p.add_argument("variant", help="a name under llm.variant in params.yaml")
-    p.add_argument("--params", default="params.yaml")
+    p = dataset_parser(__doc__, ("variant", "a name under llm.variant in params.yaml"))
     args = p.parse_args()
     params = load_params(args.params)
     mode, _ = variant_settings(params, args.variant)

@@ -6,7 +6,6 @@ sequential models the user row is the encoder state after the user's training hi
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 
@@ -16,17 +15,14 @@ from safetensors.torch import save_file
 from pipeline import paths
 from pipeline.artifacts import atomic_path
 from pipeline.checkpoint import load_trained
-from pipeline.cli import run
+from pipeline.cli import dataset_parser, run
 from pipeline.evaluation import EvalSets
 from pipeline.params import load_params
 from pipeline.train_domain import domain_configs
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("dataset")
-    p.add_argument("model")
-    p.add_argument("--params", default="params.yaml")
+    p = dataset_parser(__doc__, ("model", "a domain model name under domain in params.yaml"))
     args = p.parse_args()
     model_cfg, _ = domain_configs(load_params(args.params), args.model)
     ev = EvalSets.load(args.dataset, candidates=False)

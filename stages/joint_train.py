@@ -12,7 +12,6 @@ under other params is refused, never overwritten.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -27,7 +26,7 @@ from pipeline.artifacts import atomic_dir, file_digest, read_json, write_json
 from pipeline.bdlm import (DRS, JointConfig, JointData, JointTrainer, LLMRows, Sharing, check_id_spaces,
                            initial_projection, save_drs)
 from pipeline.checkpoint import load_trained
-from pipeline.cli import run
+from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
 from pipeline.evaluation import EvalSets
 from pipeline.llm.base import is_seq2seq, load_base
@@ -96,10 +95,7 @@ def inputs(ds: str, model: str) -> dict[str, Path]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset")
-    p.add_argument("experiment", help="a name under joint.experiment in params.yaml")
-    p.add_argument("--params", default="params.yaml")
+    p = dataset_parser(__doc__, ("experiment", "a name under joint.experiment in params.yaml"))
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (checkpointed)")
     args = p.parse_args()
     params = load_params(args.params)

@@ -6,7 +6,6 @@ data/metrics/pretrain/<dataset>/<model>.json. Test metrics come from evaluate_do
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
@@ -14,17 +13,14 @@ import torch
 from pipeline import paths
 from pipeline.artifacts import atomic_dir, write_json
 from pipeline.checkpoint import save_weights
-from pipeline.cli import run
+from pipeline.cli import dataset_parser, run
 from pipeline.evaluation import EvalSets, valid_score
 from pipeline.models.registry import model_class
 from pipeline.params import load_params
 from pipeline.train_domain import build_model, domain_configs, fit
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("dataset")
-    p.add_argument("model")
-    p.add_argument("--params", default="params.yaml")
+    p = dataset_parser(__doc__, ("model", "a domain model name under domain in params.yaml"))
     args = p.parse_args()
     model_cfg, train_cfg = domain_configs(load_params(args.params), args.model)
     ev = EvalSets.load(args.dataset, candidates=False)

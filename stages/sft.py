@@ -8,7 +8,6 @@ On GPUs: `accelerate launch --config_file configs/accelerate_zero3.yaml -m stage
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
@@ -19,7 +18,7 @@ import torch
 
 from pipeline import paths
 from pipeline.artifacts import atomic_dir, file_digest, write_json
-from pipeline.cli import run
+from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
 from pipeline.llm.base import load_base
 from pipeline.llm.sft import SFTConfig, train, training_pairs
@@ -60,10 +59,7 @@ def render(mode: str) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset")
-    p.add_argument("variant", help="a name under llm.variant in params.yaml")
-    p.add_argument("--params", default="params.yaml")
+    p = dataset_parser(__doc__, ("variant", "a name under llm.variant in params.yaml"))
     args = p.parse_args()
     params = load_params(args.params)
     mode, aux = variant_settings(params, args.variant)
