@@ -12,7 +12,6 @@ under other params is refused, never overwritten.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import asdict

@@ -1,4 +1,4 @@
-"""BDLM joint training (pipeline/bdlm.py, stages/joint_train.py, stages/evaluate_joint.py)
+"""BDLM joint training (pipeline/bdlm/, stages/joint_train.py, stages/evaluate_joint.py)
 on tiny models built from configs: a 16-dim LLaMA and an 8-dim LightGCN / NCF."""
 from __future__ import annotations
 

@@ -1,0 +1,199 @@
+"""The domain model with LLM knowledge (eq. 4): the LLM feature h, the DRS head, its projection
+into M, checks of the two id spaces, and BDLM-drs scoring."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch import nn
+
+from pipeline import metrics
+from pipeline.bdlm.sharing import LLMRows
+from pipeline.errors import PipelineError
+from pipeline.llm.base import is_seq2seq
+from pipeline.llm.encoding import prompt_batch
+from pipeline.llm.vocab import orthonormal_projection
+from pipeline.models.base import DomainModel
+
+
+def llm_features(model, tokenizer, prompts: list[str], max_len: int, pooling: str = "last") -> torch.Tensor:
+    """h for each prompt: the LLM's top-layer feature [B, hidden], no gradient.
+
+    `last`: decoder-only, the final hidden state at the last prompt token (the position whose
+    logits give the first answer token, right padding excluded); seq2seq, the decoder's final
+    hidden state at its start position (likewise the one predicting the first answer token).
+    `mean`: the mean over the prompt tokens of the last (decoder-only) or encoder (seq2seq) layer.
+    The same prompt budget and truncation as scoring (pipeline.llm.encoding.prompt_batch)."""
+    seq2seq = is_seq2seq(model)
+    start = model.config.decoder_start_token_id if seq2seq else None
+    batch, pos, _ = prompt_batch(tokenizer, prompts, max_len, start)
+    device = model.get_input_embeddings().weight.device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(**batch, output_hidden_states=True)
+    model.train(was_training)
+    if pooling == "last":
+        hs = out.decoder_hidden_states[-1] if seq2seq else out.hidden_states[-1]
+        return hs[torch.arange(len(pos), device=device), pos.to(device)].float()
+    hs = out.encoder_last_hidden_state if seq2seq else out.hidden_states[-1]
+    mask = batch["attention_mask"].unsqueeze(-1).to(hs.dtype)
+    return ((hs * mask).sum(1) / mask.sum(1).clamp(min=1)).float()
+
+
+# ----------------------------------------------------------------------------- DRS side
+
+
+class DRS(nn.Module):
+    """A domain model with the LLM feature (eq. 4) and its projection P: d -> h into M."""
+
+    def __init__(self, domain: DomainModel, hidden: int, proj: torch.Tensor | None):
+        super().__init__()
+        if not hasattr(domain, "pair_features") or not hasattr(domain, "live_tables"):
+            raise PipelineError(f"domain model '{domain.name}' has no pair_features/live_tables: "
+                                "BDLM's DRS supports lightgcn, ncf, gmf, mf")
+        self.domain = domain
+        d = int(domain.live_tables()[0].shape[1])
+        self.dim, self.hidden = d, hidden
+        if proj is None:
+            if d != hidden:
+                raise PipelineError(f"domain dim {d} != LLM hidden size {hidden}: a projection is needed")
+            self.proj = None
+        else:
+            self.proj = nn.Linear(d, hidden, bias=False)
+            with torch.no_grad():
+                self.proj.weight.copy_(proj.T)
+        with torch.no_grad():
+            f = domain.pair_features(torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+        self.feature_dim = int(f.shape[-1])
+        self.head = nn.Linear(hidden + self.feature_dim, 1)
+        with torch.no_grad():  # start as the domain model: w_h = 0, w_f = its own output layer
+            self.head.weight.zero_()
+            out = getattr(domain, "out", None)
+            if isinstance(out, nn.Linear) and out.in_features == self.feature_dim:
+                self.head.weight[:, hidden:] = out.weight
+                self.head.bias.copy_(out.bias)
+            else:
+                self.head.weight[:, hidden:] = 1.0
+                self.head.bias.zero_()
+
+    @property
+    def projection(self) -> str:
+        return (f"identity (domain dim {self.dim} == hidden {self.hidden})" if self.proj is None
+                else f"learned linear {self.dim} -> {self.hidden} owned by the DRS")
+
+    def logits(self, h: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """w^T [h ; f(u, i)] + b for aligned rows h [B, hidden], users [B], items [B]."""
+        return self.head(torch.cat([h.to(self.head.weight.dtype), self.domain.pair_features(users, items)], -1)).squeeze(-1)
+
+    def candidate_logits(self, h: torch.Tensor, users: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+        """[B, C]: each prompt's h shared by its C candidates."""
+        b, c = cands.shape
+        return self.logits(h[:, None].expand(b, c, h.shape[-1]).reshape(b * c, -1),
+                           users[:, None].expand(b, c).reshape(-1), cands.reshape(-1)).view(b, c)
+
+    def shared_rows(self, name: str, ids: torch.Tensor) -> torch.Tensor:
+        """P(E^drs) rows of the user or item table (with gradients)."""
+        u, i = self.domain.live_tables()
+        rows = (u if name == "user" else i)[ids]
+        return rows if self.proj is None else self.proj(rows)
+
+    def table(self, name: str) -> torch.Tensor:
+        u, i = self.domain.live_tables()
+        n = (u if name == "user" else i).shape[0]
+        with torch.no_grad():
+            return self.shared_rows(name, torch.arange(n)).detach()
+
+
+def initial_projection(domain: DomainModel, llm_rows: LLMRows, seed: int) -> tuple[torch.Tensor | None, float]:
+    """P's starting value: expand_vocab's fixed orthonormal d x h projection (same seed),
+    scaled so P(E^drs) has the mean row norm of the LLM's user+item token rows (what
+    expand_vocab's pe mode did); None when d == h (the rows were copied as they are)."""
+    with torch.no_grad():
+        u, i = domain.live_tables()
+        dom = torch.cat([u, i]).detach().float()
+        h = llm_rows.model.get_input_embeddings().weight.shape[1]
+        if dom.shape[1] == h:
+            return None, 1.0
+        q = orthonormal_projection(dom.shape[1], h, seed)
+        target = torch.cat([llm_rows.table("user"), llm_rows.table("item")]).float().norm(dim=1).mean()
+        scale = float(target / (dom @ q).norm(dim=1).mean().clamp(min=1e-12))
+    return q * scale, scale
+
+
+def check_id_spaces(vocab: dict, vocab_file: str, domain_cfg: dict, domain_file: str) -> None:
+    """The LLM's token ids and the domain model's rows must index the same users and items."""
+    got = {k: (vocab.get(k), domain_cfg.get(k)) for k in ("n_users", "n_items")}
+    if any(a != b for a, b in got.values()):
+        raise PipelineError(f"id spaces disagree: {vocab_file} has {got['n_users'][0]} users x {got['n_items'][0]} "
+                            f"items but {domain_file} has {got['n_users'][1]} x {got['n_items'][1]}; "
+                            "re-run expand_vocab/pretrain_domain on the same k-core")
+
+
+# ----------------------------------------------------------------------------- BDLM-drs scoring
+
+
+def _rows(t: pa.Table, task: str) -> pa.Table:
+    return t.filter(pc.equal(t["task"], task))
+
+
+def _features(model, tokenizer, prompts: list[str], max_len: int, pooling: str, batch: int) -> torch.Tensor:
+    out = [llm_features(model, tokenizer, prompts[s:s + batch], max_len, pooling).cpu()
+           for s in range(0, len(prompts), batch)]
+    return torch.cat(out) if out else torch.zeros(0, model.get_input_embeddings().weight.shape[1])
+
+
+@torch.no_grad()
+def evaluate_drs(drs: DRS, model, tokenizer, valid: pa.Table, test: pa.Table, max_len: int, pooling: str,
+                 batch: int = 16) -> dict:
+    """BDLM-drs on interaction prediction (threshold on valid) and top-K (h of the top-K prompt
+    shared by its candidates), through pipeline.metrics."""
+    drs.eval()
+    out: dict[str, dict] = {}
+    scores = {}
+    for name, t in (("valid", _rows(valid, "interaction")), ("test", _rows(test, "interaction"))):
+        if len(t):
+            h = _features(model, tokenizer, t["prompt"].to_pylist(), max_len, pooling, batch)
+            s = drs.logits(h, torch.tensor(t["uid"].to_numpy(), dtype=torch.long),
+                           torch.tensor(t["iid"].to_numpy(), dtype=torch.long))
+            scores[name] = (s.numpy().astype(np.float64), t["label"].to_numpy())
+    if len(scores) == 2:
+        out["binary"] = metrics.binary_metrics(*scores["test"], metrics.best_threshold(*scores["valid"]))
+    t = _rows(test, "topk")
+    if len(t):
+        h = _features(model, tokenizer, t["prompt"].to_pylist(), max_len, pooling, batch)
+        cands = torch.tensor(np.stack(t["candidates"].to_numpy(zero_copy_only=False)).astype(np.int64))
+        s = drs.candidate_logits(h, torch.tensor(t["uid"].to_numpy(), dtype=torch.long), cands)
+        out["topk"] = metrics.candidate_metrics(s.numpy().astype(np.float64), t["label_index"].to_numpy(),
+                                                (1, 2, 5, 10))
+    return out
+
+
+def save_drs(drs: DRS, path: Path, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    from pipeline.artifacts import atomic_path
+
+    state = {k: v.detach().contiguous().cpu() for k, v in drs.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+
+
+def load_drs(path: Path, domain: DomainModel, hidden: int, train) -> DRS:
+    """The trained DRS in `path` around a freshly built `domain` model (its config from the
+    joint run's config.json); `train` (Interactions) rebuilds what LightGCN scores with."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    proj = state.get("proj.weight")
+    domain.attach(train)  # before building: LightGCN needs its graph to read its tables
+    drs = DRS(domain, hidden, None if proj is None else torch.zeros(proj.shape[1], proj.shape[0]))
+    try:
+        drs.load_state_dict(state)
+    except RuntimeError as e:
+        raise PipelineError(f"{path}: weights do not fit the DRS built from its config ({e})") from e
+    return drs.eval()  # eval() also drops LightGCN's propagation cache of the random init
