@@ -12,16 +12,20 @@ utilisation (6 N tokens/s for training, 2 N for evaluation, over --peak-tflops).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
 
-from pipeline import paths
-from pipeline.llm.base import load_base
-from pipeline.llm.encoding import collate, encode
-from pipeline.llm.scoring import ScoreConfig, Scorer
-from pipeline.llm.sft import SFTConfig, batch_indices
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline import paths  # noqa: E402
+from pipeline.llm.base import load_base  # noqa: E402
+from pipeline.llm.encoding import collate, encode  # noqa: E402
+from pipeline.llm.scoring import ScoreConfig, Scorer  # noqa: E402
+from pipeline.llm.sft import SFTConfig, batch_indices  # noqa: E402
 
 
 def llama_1b(vocab_size: int, pad_id: int):
