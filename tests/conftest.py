@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import yaml
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[1]
@@ -70,3 +71,23 @@ def random_log(n_users: int, n_items: int, per_user: tuple[int, int], seed: int 
             parts[name][1].extend(its.tolist())
     return {k: pa.table({"uid": pa.array(u, pa.int32()), "iid": pa.array(i, pa.int32())})
             for k, (u, i) in parts.items()}
+
+
+def tiny_project(root: Path) -> dict:
+    """A temp copy of the project (pipeline/, stages/, dvc.yaml) with the tiny local dataset;
+    returns params.yaml sized for it, for the caller to adjust and write with
+    `write_params` before `dvc init --no-scm`."""
+    for name in ("pipeline", "stages"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    shutil.copytree(REPO / "data/local", root / "data/local")
+    shutil.copytree(FIXTURES / "local", root / "data/local/tiny")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["datasets"] = ["tiny"]
+    params["kcore"].update(user_k=3, item_k=3)
+    params["negatives"].update(topk_negatives=5, ranking_negatives=10, text_pool=5)
+    return params
+
+
+def write_params(root: Path, params: dict) -> None:
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.conftest import FIXTURES, REPO
+from tests.conftest import tiny_project, write_params
 from tests.llm_tiny import tiny_llama, tiny_tokenizer
 
 pytestmark = pytest.mark.slow
@@ -39,15 +38,7 @@ def ran(output: str) -> set[str]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("project")
-    for name in ("pipeline", "stages"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    shutil.copytree(REPO / "data/local", root / "data/local")
-    shutil.copytree(FIXTURES / "local", root / "data/local/tiny")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["datasets"] = ["tiny"]
-    params["kcore"].update(user_k=3, item_k=3)
-    params["negatives"].update(topk_negatives=5, ranking_negatives=10, text_pool=5)
+    params = tiny_project(root)
     params["domain"]["models"] = ["mostpop", "mf", "lightgcn", "ncf", "sasrec"]
     params["domain"]["export"] = ["lightgcn"]
     params["domain"]["train"].update(epochs=2)
@@ -63,7 +54,7 @@ def project(tmp_path_factory) -> Path:
     for m in params["domain"]["models"]:
         if "epochs" in params["domain"][m]:
             params["domain"][m]["epochs"] = 2
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(root, params)
     dvc(root, "init", "--no-scm", "-q")
     return root
 

@@ -25,23 +25,14 @@ import yaml  # noqa: E402
 
 from pipeline import flow as pf  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
-from tests.conftest import FIXTURES, REPO  # noqa: E402
+from tests.conftest import REPO, tiny_project, write_params  # noqa: E402
 
 DATA_STAGES = ["download", "prepare", "kcore", "split", "negatives"]
 
 
 def make_project(root: Path) -> Path:
-    """pipeline/, stages/, dvc.yaml and a params.yaml sized for the tiny fixture."""
-    for name in ("pipeline", "stages"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    shutil.copytree(REPO / "data/local", root / "data/local")
-    shutil.copytree(FIXTURES / "local", root / "data/local/tiny")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["datasets"] = ["tiny"]
-    params["kcore"].update(user_k=3, item_k=3)
-    params["negatives"].update(topk_negatives=5, ranking_negatives=10, text_pool=5)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    """The tiny project (tests.conftest.tiny_project) under DVC, data half sized."""
+    write_params(root, tiny_project(root))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, env=env, check=True)
     return root
