@@ -317,7 +317,7 @@ def test_stage_on_tiny_fixture(tmp_path, monkeypatch):
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.parquet")) == sorted(
         f"{r}/{s}.parquet" for r in ("text", "tokens") for s in ("test", "train", "valid"))
     split = {s: pq.read_table(tmp_path / f"data/split/ml-tiny/{s}.parquet") for s in ("train", "valid", "test")}
-    valid, test, train = per_user(split["valid"]), per_user(split["test"]), per_user(split["train"])
+    valid, test = per_user(split["valid"]), per_user(split["test"])
     for render in ("tokens", "text"):
         for s in ("train", "valid", "test"):
             t = pq.read_table(out / render / f"{s}.parquet")
