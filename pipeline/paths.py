@@ -73,3 +73,7 @@ def sft(ds: str, variant: str) -> Path:
 
 def metrics_llm(ds: str, variant: str) -> Path:
     return DATA / "metrics" / "llm" / ds / f"{variant}.json"
+
+
+def metrics_joint(ds: str, experiment: str) -> Path:
+    return DATA / "metrics" / "joint" / ds / f"{experiment}.json"

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import metrics, paths
+from pipeline import paths
 from pipeline.artifacts import read_json, write_json
 from pipeline.bdlm import evaluate_drs, load_drs
 from pipeline.cli import dataset_parser, run
@@ -30,10 +30,6 @@ from pipeline.models.registry import model_class
 from pipeline.params import get, load_params, section
 from stages.evaluate_llm import user_subset
 from stages.joint_train import joint_dir
-
-
-def metrics_joint(ds: str, experiment: str):
-    return paths.DATA / "metrics" / "joint" / ds / f"{experiment}.json"
 
 
 def main() -> None:
@@ -58,7 +54,7 @@ def main() -> None:
     if (ev.n_users, ev.n_items) != (config["n_users"], config["n_items"]):
         raise PipelineError(f"{folder / 'config.json'}: trained on {config['n_users']} users x {config['n_items']} "
                             f"items, the dataset now has {ev.n_users} x {ev.n_items}; re-run joint_train")
-    known = metrics.known_items(ev.n_users, ev.n_items, ev.splits["train"], ev.splits["valid"])
+    known = ev.known("test")
     model, tokenizer = load_base(folder / "llm")
     cfg = ScoreConfig(batch_size=get(sec, "batch_size", int, "evaluate_llm"), max_len=max_len)
     llm = evaluate_llm(Scorer(model, tokenizer, cfg), valid, test, ev.n_items, known, tokens=True)
@@ -68,7 +64,7 @@ def main() -> None:
     drs_metrics = evaluate_drs(drs, model, tokenizer, valid, test, max_len, pooling, cfg.batch_size)
     out = {"dataset": ds, "experiment": name, "domain_model": config["domain_model"], "lambda": config["lambda"],
            "users_scored": int(len(users)), "llm": llm, "drs": drs_metrics}
-    write_json(out, metrics_joint(ds, name))
+    write_json(out, paths.metrics_joint(ds, name))
     print(json.dumps({"llm": llm, "drs": drs_metrics}))
 
 

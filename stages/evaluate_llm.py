@@ -12,12 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import torch
 
-from pipeline import metrics, paths
+from pipeline import paths
 from pipeline.artifacts import write_json
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
+from pipeline.evaluation import EvalSets
 from pipeline.llm.base import load_base
 from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
 from pipeline.params import get, load_params, section
@@ -49,12 +49,10 @@ def main() -> None:
     users = user_subset(test, max_users, get(sec, "seed", int, "evaluate_llm"))
     keep = pa.array(users, pa.int32())
     valid, test = (t.filter(pc.is_in(t["uid"], value_set=keep)) for t in (valid, test))
-    n_users = len(pq.read_table(paths.kcore(args.dataset) / "users.parquet", columns=["uid"]))
-    n_items = len(pq.read_table(paths.kcore(args.dataset) / "items.parquet", columns=["iid"]))
-    splits = {s: pq.read_table(paths.split(args.dataset) / f"{s}.parquet", columns=["uid", "iid"]) for s in ("train", "valid")}
-    known = metrics.known_items(n_users, n_items, splits["train"], splits["valid"])
+    ev = EvalSets.load(args.dataset, candidates=False)  # the same loader and masks as the domain models
     model, tokenizer = load_base(model_dir)
-    result = evaluate_llm(Scorer(model, tokenizer, cfg), valid, test, n_items, known, tokens=mode != "text")
+    result = evaluate_llm(Scorer(model, tokenizer, cfg), valid, test, ev.n_items, ev.known("test"),
+                          tokens=mode != "text")
     write_json({"dataset": args.dataset, "variant": args.variant, "vocab": mode, "users_scored": int(len(users)),
                 **result}, paths.metrics_llm(args.dataset, args.variant))
     print(json.dumps(result))
