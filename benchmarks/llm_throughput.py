@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline import paths  # noqa: E402
 from pipeline.llm.base import load_base  # noqa: E402
 from pipeline.llm.encoding import collate, encode  # noqa: E402
+from pipeline.llm import forward  # noqa: E402
+from pipeline.llm.forward import answer_loss  # noqa: E402
 from pipeline.llm.scoring import ScoreConfig, Scorer  # noqa: E402
 from pipeline.llm.sft import SFTConfig, batch_indices  # noqa: E402
 
@@ -53,7 +55,11 @@ def main() -> None:
     p.add_argument("--eval-prompts", type=int, default=64)
     p.add_argument("--max-len", type=int, default=256)
     p.add_argument("--peak-tflops", type=float, default=989.0, help="device peak (H100 SXM bf16 dense: 989)")
+    p.add_argument("--full-logits", action="store_true",
+                   help="vocabulary logits at every position (the path before pipeline.llm.forward), for comparison")
     args = p.parse_args()
+    if args.full_logits:
+        forward.keeps_logits = lambda model: False
     torch.manual_seed(0)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     model, tok = load_base(paths.vocab_llm(args.dataset, "pe"))
@@ -75,7 +81,7 @@ def main() -> None:
             start, tokens, samples = time.perf_counter(), 0, 0
         batch = collate(enc, batch_indices(len(enc.input_ids), cfg, step, 0), tok.pad_token_id, seq2seq)
         batch = {k: v.to(args.device) for k, v in batch.items()}
-        model(**batch).loss.backward()
+        answer_loss(model, batch).backward()
         opt.step()
         opt.zero_grad()
         tokens += int(batch["attention_mask"].sum())
@@ -92,7 +98,7 @@ def main() -> None:
     eval_s = time.perf_counter() - start
     name = "LLaMA-1B (config, random weights)" if args.llama_1b else str(model.config.architectures)
     print(f"model {name}: {n_params / 1e6:.0f}M parameters, {args.device}, {args.dtype}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, logits {'everywhere' if args.full_logits else 'where read'}")
     print(f"SFT: {samples / train_s:.2f} samples/s, {tokens / train_s:.0f} tokens/s "
           f"({args.steps} steps of {args.batch_size}, {train_s / args.steps:.2f} s/step)")
     print(f"evaluation: {len(test) / eval_s:.2f} prompts/s ({len(test)} prompts, {eval_s:.1f} s)")

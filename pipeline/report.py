@@ -241,7 +241,7 @@ def _lambda_of(name: str, obj: dict) -> float | None:
 
 def lambda_curve(inp: Inputs) -> list[dict]:
     """[{lambda, side, HR@1, f1, users_scored, experiment}] from the lambda_<v> experiments (and
-    `bdlm` where its lambda is not already in the sweep), sorted by lambda then side."""
+    `bdlm` and `wo_jl` where their lambda is not already in the sweep), sorted by lambda then side."""
     points: dict[float, tuple[str, dict]] = {}
     for (kind, name), obj in inp.files.items():
         if kind == "joint" and name.startswith("lambda_"):
@@ -249,9 +249,10 @@ def lambda_curve(inp: Inputs) -> list[dict]:
             if lam is None:
                 raise PipelineError(f"data/metrics/joint/{inp.dataset}/{name}.json: no 'lambda' and none in its name")
             points[lam] = (name, obj)
-    bdlm = inp.get("joint", "bdlm")
-    if bdlm is not None and (lam := _lambda_of("bdlm", bdlm)) is not None and lam not in points:
-        points[lam] = ("bdlm", bdlm)
+    for name in ("bdlm", "wo_jl"):  # the default run's two experiments are sweep points too
+        obj = inp.get("joint", name)
+        if obj is not None and (lam := _lambda_of(name, obj)) is not None and lam not in points:
+            points[lam] = (name, obj)
     out = []
     for lam in sorted(points):
         name, obj = points[lam]

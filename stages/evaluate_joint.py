@@ -57,11 +57,13 @@ def main() -> None:
     known = ev.known("test")
     model, tokenizer = load_base(folder / "llm")
     cfg = ScoreConfig(batch_size=get(sec, "batch_size", int, "evaluate_llm"), max_len=max_len)
-    llm = evaluate_llm(Scorer(model, tokenizer, cfg), valid, test, ev.n_items, known, tokens=True)
+    # the scorer keeps h of every prompt it scores: BDLM-drs reads them, no second forward pass
+    scorer = Scorer(model, tokenizer, cfg, pooling=pooling)
+    llm = evaluate_llm(scorer, valid, test, ev.n_items, known, tokens=True)
     dom_cfg = {k: v for k, v in config["domain_config"].items() if k != "train"}
     domain = model_class(config["domain_model"])(ev.n_users, ev.n_items, dom_cfg)
     drs = load_drs(folder / "drs.safetensors", domain, config["hidden_size"], ev.train())
-    drs_metrics = evaluate_drs(drs, model, tokenizer, valid, test, max_len, pooling, cfg.batch_size)
+    drs_metrics = evaluate_drs(drs, scorer.features, valid, test)
     out = {"dataset": ds, "experiment": name, "domain_model": config["domain_model"], "lambda": config["lambda"],
            "users_scored": int(len(users)), "llm": llm, "drs": drs_metrics}
     write_json(out, paths.metrics_joint(ds, name))

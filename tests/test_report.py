@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.report import build_report, collect, markdown_report, table3
+from pipeline.report import build_report, collect, lambda_curve, markdown_report, table3
 from stages.report import write_report
 from tests.conftest import REPO
 
@@ -180,3 +180,17 @@ def test_stage_cli(data):
     put(data, "joint", "ncf", "[")
     res = subprocess.run([sys.executable, "-m", "stages.report", DS], cwd=root, env=env, capture_output=True, text=True)
     assert res.returncode == 2 and "error: data/metrics/joint/fake/ncf.json: not a readable JSON" in res.stderr
+
+
+def test_lambda_curve_takes_wo_jl_as_its_zero_point(data):
+    """The default run's bdlm (joint.lambda) and wo_jl (lambda 0) are sweep points, so the
+    opt-in sweep need not re-train them; a lambda_0 run, where there is one, wins."""
+    put(data, "joint", "wo_jl", {"experiment": "wo_jl", "lambda": 0.0, "users_scored": 50,
+                                 "llm": side(0.2, 0.3, 0.7, 0.6, 0.60), "drs": side(0.21, 0.3, 0.7, 0.6, 0.61)})
+    curve = lambda_curve(collect(data, DS))
+    assert [(p["lambda"], p["experiment"]) for p in curve if p["side"] == "llm"] == [
+        (0.0, "lambda_0"), (0.01, "bdlm"), (0.1, "lambda_0.1")]
+    (data / "metrics/joint" / DS / "lambda_0.json").unlink()
+    curve = lambda_curve(collect(data, DS))
+    assert [(p["lambda"], p["experiment"], p["HR@1"]) for p in curve if p["side"] == "drs"] == [
+        (0.0, "wo_jl", 0.21), (0.01, "bdlm", 0.40), (0.1, "lambda_0.1", 0.38)]

@@ -3,6 +3,7 @@ into M, checks of the two id spaces, and BDLM-drs scoring."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -15,18 +16,15 @@ from pipeline.bdlm.sharing import LLMRows
 from pipeline.errors import PipelineError
 from pipeline.llm.base import is_seq2seq
 from pipeline.llm.encoding import prompt_batch
+from pipeline.llm.forward import prompt_forward
 from pipeline.llm.vocab import orthonormal_projection
 from pipeline.models.base import DomainModel
 
 
 def llm_features(model, tokenizer, prompts: list[str], max_len: int, pooling: str = "last") -> torch.Tensor:
-    """h for each prompt: the LLM's top-layer feature [B, hidden], no gradient.
-
-    `last`: decoder-only, the final hidden state at the last prompt token (the position whose
-    logits give the first answer token, right padding excluded); seq2seq, the decoder's final
-    hidden state at its start position (likewise the one predicting the first answer token).
-    `mean`: the mean over the prompt tokens of the last (decoder-only) or encoder (seq2seq) layer.
-    The same prompt budget and truncation as scoring (pipeline.llm.encoding.prompt_batch)."""
+    """h for each prompt: the LLM's top-layer feature [B, hidden], no gradient, pooled as
+    pipeline.llm.forward.prompt_forward says (`last` or `mean`), with the same prompt budget
+    and truncation as scoring (pipeline.llm.encoding.prompt_batch)."""
     seq2seq = is_seq2seq(model)
     start = model.config.decoder_start_token_id if seq2seq else None
     batch, pos, _ = prompt_batch(tokenizer, prompts, max_len, start)
@@ -35,14 +33,9 @@ def llm_features(model, tokenizer, prompts: list[str], max_len: int, pooling: st
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        out = model(**batch, output_hidden_states=True)
+        _, h = prompt_forward(model, batch, pos.to(device), pooling)
     model.train(was_training)
-    if pooling == "last":
-        hs = out.decoder_hidden_states[-1] if seq2seq else out.hidden_states[-1]
-        return hs[torch.arange(len(pos), device=device), pos.to(device)].float()
-    hs = out.encoder_last_hidden_state if seq2seq else out.hidden_states[-1]
-    mask = batch["attention_mask"].unsqueeze(-1).to(hs.dtype)
-    return ((hs * mask).sum(1) / mask.sum(1).clamp(min=1)).float()
+    return h
 
 
 # ----------------------------------------------------------------------------- DRS side
@@ -141,23 +134,17 @@ def _rows(t: pa.Table, task: str) -> pa.Table:
     return t.filter(pc.equal(t["task"], task))
 
 
-def _features(model, tokenizer, prompts: list[str], max_len: int, pooling: str, batch: int) -> torch.Tensor:
-    out = [llm_features(model, tokenizer, prompts[s:s + batch], max_len, pooling).cpu()
-           for s in range(0, len(prompts), batch)]
-    return torch.cat(out) if out else torch.zeros(0, model.get_input_embeddings().weight.shape[1])
-
-
 @torch.no_grad()
-def evaluate_drs(drs: DRS, model, tokenizer, valid: pa.Table, test: pa.Table, max_len: int, pooling: str,
-                 batch: int = 16) -> dict:
+def evaluate_drs(drs: DRS, features: Callable[[list[str]], torch.Tensor], valid: pa.Table, test: pa.Table) -> dict:
     """BDLM-drs on interaction prediction (threshold on valid) and top-K (h of the top-K prompt
-    shared by its candidates), through pipeline.metrics."""
+    shared by its candidates), through pipeline.metrics. `features(prompts)` gives the LLM's h
+    [n, hidden] (a pipeline.llm.scoring.Scorer's `features`, or llm_features)."""
     drs.eval()
     out: dict[str, dict] = {}
     scores = {}
     for name, t in (("valid", _rows(valid, "interaction")), ("test", _rows(test, "interaction"))):
         if len(t):
-            h = _features(model, tokenizer, t["prompt"].to_pylist(), max_len, pooling, batch)
+            h = features(t["prompt"].to_pylist())
             s = drs.logits(h, torch.tensor(t["uid"].to_numpy(), dtype=torch.long),
                            torch.tensor(t["iid"].to_numpy(), dtype=torch.long))
             scores[name] = (s.numpy().astype(np.float64), t["label"].to_numpy())
@@ -165,7 +152,7 @@ def evaluate_drs(drs: DRS, model, tokenizer, valid: pa.Table, test: pa.Table, ma
         out["binary"] = metrics.binary_metrics(*scores["test"], metrics.best_threshold(*scores["valid"]))
     t = _rows(test, "topk")
     if len(t):
-        h = _features(model, tokenizer, t["prompt"].to_pylist(), max_len, pooling, batch)
+        h = features(t["prompt"].to_pylist())
         cands = torch.tensor(np.stack(t["candidates"].to_numpy(zero_copy_only=False)).astype(np.int64))
         s = drs.candidate_logits(h, torch.tensor(t["uid"].to_numpy(), dtype=torch.long), cands)
         out["topk"] = metrics.candidate_metrics(s.numpy().astype(np.float64), t["label_index"].to_numpy(),

@@ -22,6 +22,7 @@ from pipeline.bdlm.sharing import LLMRows, Sharing, shared_tables
 from pipeline.errors import PipelineError
 from pipeline.llm.base import is_seq2seq
 from pipeline.llm.encoding import collate, encode
+from pipeline.llm.forward import answer_loss
 from pipeline.llm.sft import SFTConfig, batch_indices, training_pairs
 
 SHARE = ("users", "items", "both")
@@ -145,7 +146,7 @@ class JointTrainer:
         batch = {k: v.to(self.device) for k, v in
                  collate(self.data.llm_enc, idx, self.tok.pad_token_id, self.seq2seq).items()}
         self.model.train()
-        task = self.model(**batch).loss
+        task = answer_loss(self.model, batch)
         if self.cfg.lam > 0:
             ml = self._ml(self.rows.rows, ids)
             loss = task + self.cfg.lam * ml

@@ -29,6 +29,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from pipeline.errors import PipelineError
 from pipeline.llm.encoding import Encoded, collate, encode
+from pipeline.llm.forward import answer_loss
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
             idx = batch_indices(len(enc.input_ids), cfg, step, micro, acc.process_index, acc.num_processes)
             batch = {k: v.to(acc.device) for k, v in collate(enc, idx, tokenizer.pad_token_id, seq2seq).items()}
             with acc.accumulate(model):
-                loss = model(**batch).loss
+                loss = answer_loss(model, batch)
                 acc.backward(loss)
                 opt.step()
                 sched.step()

@@ -1,0 +1,83 @@
+"""The two forward passes every LLM path shares (SFT, scoring, BDLM joint training).
+
+Both compute the vocabulary logits only where they are read. Only the answer tokens carry a
+loss and only the first answer token is scored, while a decoder-only model's LM head over
+every prompt position costs about a fifth of its forward FLOPs at SmolLM2's size (576 x 51k
+per position), plus a [batch, length, vocab] float tensor. transformers' `logits_to_keep`
+(a position tensor, or a boolean mask) skips the rest; models whose forward lacks it (older
+architectures) fall back to full logits with the same result.
+"""
+from __future__ import annotations
+
+import inspect
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.llm.encoding import IGNORE
+
+
+def _unwrap(model):
+    """The transformers model inside DDP/DeepSpeed (`.module`) and peft wrappers."""
+    while hasattr(model, "module"):
+        model = model.module
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return model
+
+
+@lru_cache(maxsize=16)
+def _has_logits_to_keep(cls: type) -> bool:
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters
+
+
+def keeps_logits(model) -> bool:
+    """Whether `model`'s forward accepts logits_to_keep (decoder-only models only: seq2seq
+    decoders here are as short as the answer)."""
+    inner = _unwrap(model)
+    return not inner.config.is_encoder_decoder and _has_logits_to_keep(type(inner))
+
+
+def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the answer tokens (labels != IGNORE), as the model's own
+    `.loss`, with decoder-only logits computed at the answer positions only."""
+    if not keeps_logits(model):
+        return model(**batch).loss
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    # logits at position t predict token t + 1
+    target = labels[:, 1:]
+    at = torch.zeros_like(labels, dtype=torch.bool)
+    at[:, :-1] = target != IGNORE
+    logits = model(**inputs, logits_to_keep=at).logits  # [n answer tokens, vocab]
+    return F.cross_entropy(logits.float(), target[at[:, :-1]])
+
+
+def prompt_forward(model, batch: dict[str, torch.Tensor], pos: torch.Tensor, pooling: str | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """For prompt batches from encoding.prompt_batch: the logits [B, vocab] at `pos` (the
+    position predicting the first answer token) and, with `pooling`, the LLM's top-layer
+    feature h [B, hidden] (float32) that BDLM's DRS reads:
+    `last`: decoder-only, the final hidden state at `pos`; seq2seq, the decoder's final hidden
+    state at its start position (likewise the one predicting the first answer token).
+    `mean`: the mean over the prompt tokens of the last (decoder-only) or encoder (seq2seq) layer."""
+    rows = torch.arange(len(pos), device=pos.device)
+    seq2seq = bool(_unwrap(model).config.is_encoder_decoder)
+    extra = {"output_hidden_states": True} if pooling else {}
+    if keeps_logits(model):
+        out = model(**batch, logits_to_keep=pos[:, None], **extra)
+        logits = out.logits[:, 0]
+    else:
+        out = model(**batch, **extra)
+        logits = out.logits[rows, pos]
+    if not pooling:
+        return logits, None
+    if pooling == "last":
+        hs = out.decoder_hidden_states[-1] if seq2seq else out.hidden_states[-1]
+        return logits, hs[rows, pos].float()
+    if pooling != "mean":
+        raise ValueError(f"pooling must be 'last' or 'mean', not {pooling!r}")
+    hs = out.encoder_last_hidden_state if seq2seq else out.hidden_states[-1]
+    mask = batch["attention_mask"].unsqueeze(-1).to(hs.dtype)
+    return logits, ((hs * mask).sum(1) / mask.sum(1).clamp(min=1)).float()
