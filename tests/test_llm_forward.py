@@ -97,3 +97,25 @@ def test_scorer_keeps_the_features_of_what_it_scores(tok):
     assert scorer.truncated == 0
     with pytest.raises(Exception, match="pooling"):
         Scorer(model, tok, ScoreConfig()).features(PROMPTS)
+
+
+@pytest.mark.parametrize("arch", ["llama", "t5"])
+def test_scorer_sequence_sums_the_answer_text_logprobs(tok, arch):
+    """Scorer.sequence (text-id top-K) = sum of log p over the answer tokens before the eos,
+    computed here from the full logits."""
+    model = _models(tok)[arch].eval()
+    seq2seq = arch == "t5"
+    scorer = Scorer(model, tok, ScoreConfig(batch_size=2, max_len=64))
+    got = scorer.sequence(PROMPTS, ANSWERS)
+    enc = encode(tok, PROMPTS, ANSWERS, seq2seq, 64)
+    batch = collate(enc, [0, 1, 2], tok.pad_token_id, seq2seq)
+    with torch.no_grad():
+        logits = model(**batch).logits
+    labels = batch["labels"] if seq2seq else batch["labels"][:, 1:]
+    logits = logits if seq2seq else logits[:, :-1]
+    logp = torch.log_softmax(logits, -1)
+    for r, answer in enumerate(ANSWERS):
+        cols = (labels[r] != -100).nonzero()[:, 0][:-1]  # the answer's tokens, eos excluded
+        assert len(cols) == len(tok(answer, add_special_tokens=False)["input_ids"])
+        want = logp[r, cols, labels[r, cols]].sum()
+        assert got[r] == pytest.approx(float(want), abs=1e-4)

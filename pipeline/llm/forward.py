@@ -13,7 +13,6 @@ import inspect
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 
 from pipeline.llm.encoding import IGNORE
 
@@ -39,19 +38,37 @@ def keeps_logits(model) -> bool:
     return not inner.config.is_encoder_decoder and _has_logits_to_keep(type(inner))
 
 
-def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy over the answer tokens (labels != IGNORE), as the model's own
-    `.loss`, with decoder-only logits computed at the answer positions only."""
-    if not keeps_logits(model):
-        return model(**batch).loss
+def answer_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """log p of every answer token (labels != IGNORE) given what precedes it, as flat float32
+    tensors in row-major order: (log p [N], its row in the batch [N], whether it is its row's
+    last answer token (the eos) [N]). Decoder-only logits are computed at those positions only."""
     labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    # logits at position t predict token t + 1
-    target = labels[:, 1:]
-    at = torch.zeros_like(labels, dtype=torch.bool)
-    at[:, :-1] = target != IGNORE
-    logits = model(**inputs, logits_to_keep=at).logits  # [n answer tokens, vocab]
-    return F.cross_entropy(logits.float(), target[at[:, :-1]])
+    if _unwrap(model).config.is_encoder_decoder:
+        target = labels  # the model shifts them into decoder inputs
+        logits = model(**batch).logits
+        at = target != IGNORE
+        logits = logits[at]
+    else:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        target = labels[:, 1:]  # logits at position t predict token t + 1
+        if keeps_logits(model):
+            mask = torch.zeros_like(labels, dtype=torch.bool)
+            mask[:, :-1] = target != IGNORE
+            logits = model(**inputs, logits_to_keep=mask).logits  # [N, vocab]
+        else:
+            logits = model(**inputs).logits[:, :-1][target != IGNORE]
+        at = target != IGNORE
+    tokens = target[at]
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+    rows = at.nonzero()[:, 0]
+    last = torch.ones_like(rows, dtype=torch.bool)
+    last[:-1] = rows[1:] != rows[:-1]
+    return logp, rows, last
+
+
+def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the answer tokens, what the model's own `.loss` computes."""
+    return -answer_logprobs(model, batch)[0].mean()
 
 
 def prompt_forward(model, batch: dict[str, torch.Tensor], pos: torch.Tensor, pooling: str | None = None

@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from pipeline import metrics
 from pipeline.errors import PipelineError
-from pipeline.llm.encoding import IGNORE, collate, encode, prompt_batch
-from pipeline.llm.forward import prompt_forward
+from pipeline.llm.encoding import collate, encode, prompt_batch
+from pipeline.llm.forward import answer_logprobs, prompt_forward
 from pipeline.llm.tokens import item_text, item_token
 
 RATINGS = ("1", "2", "3", "4", "5")
@@ -105,20 +105,9 @@ class Scorer:
         for s in tqdm(range(0, len(prompts), self.cfg.batch_size), desc=desc, disable=not desc, mininterval=10):
             idx = list(range(s, min(s + self.cfg.batch_size, len(prompts))))
             batch = collate(enc, idx, self.tok.pad_token_id, self.seq2seq)
-            labels = batch.pop("labels")
-            if self.seq2seq:
-                batch["labels"] = labels  # the model shifts them into decoder inputs
-                logits = self.model(**batch).logits
-                target = labels
-            else:
-                logits = self.model(**batch).logits[:, :-1]
-                target = labels[:, 1:]
-            logp = torch.log_softmax(logits.float(), dim=-1)
+            logp, rows, last = answer_logprobs(self.model, batch)
             # drop the eos each answer ends with: score the answer text alone
-            last = (target != IGNORE).long().cumsum(1) == (target != IGNORE).sum(1, keepdim=True)
-            keep = (target != IGNORE) & ~last
-            tok_lp = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            out.append((tok_lp * keep).sum(1).numpy())
+            out.append(torch.zeros(len(idx)).index_add_(0, rows, torch.where(last, 0.0, logp)).numpy())
         return np.concatenate(out) if out else np.zeros(0)
 
 
