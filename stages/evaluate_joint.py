@@ -56,7 +56,8 @@ def main() -> None:
                             f"items, the dataset now has {ev.n_users} x {ev.n_items}; re-run joint_train")
     known = ev.known("test")
     model, tokenizer = load_base(folder / "llm")
-    cfg = ScoreConfig(batch_size=get(sec, "batch_size", int, "evaluate_llm"), max_len=max_len)
+    cfg = ScoreConfig(batch_size=get(sec, "batch_size", int, "evaluate_llm"), max_len=max_len,
+                      mixed_precision=get(sec, "mixed_precision", str, "evaluate_llm"))
     # the scorer keeps h of every prompt it scores: BDLM-drs reads them, no second forward pass
     scorer = Scorer(model, tokenizer, cfg, pooling=pooling)
     llm = evaluate_llm(scorer, valid, test, ev.n_items, known, tokens=True)

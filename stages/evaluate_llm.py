@@ -40,7 +40,8 @@ def main() -> None:
     sft_cfg, _ = sft_config(params)
     sec = section(params, "evaluate_llm")
     max_users = get(sec, "max_users", (int, type(None)), "evaluate_llm")
-    cfg = ScoreConfig(batch_size=get(sec, "batch_size", int, "evaluate_llm"), max_len=sft_cfg.max_len)
+    cfg = ScoreConfig(batch_size=get(sec, "batch_size", int, "evaluate_llm"), max_len=sft_cfg.max_len,
+                      mixed_precision=get(sec, "mixed_precision", str, "evaluate_llm"))
     model_dir = paths.sft(args.dataset, args.variant)
     if not (model_dir / "variant.json").exists():
         raise PipelineError(f"{model_dir}: no fine-tuned '{args.variant}'; run `dvc repro sft@{args.dataset}-{args.variant}`")

@@ -152,7 +152,8 @@ def main() -> None:
     shutil.rmtree(checkpoints, ignore_errors=True)
     writes = {side: sum(1 for w in sharing.writes if w[1] == side) for side in ("llm", "drs")}
     write_json({"dataset": ds, "experiment": name, "domain_model": model_name, "lambda": cfg.lam,
-                "projection": drs.projection, "train_seconds": seconds, "steps": cfg.steps,
+                "projection": drs.projection, "precision": trainer.precision, "train_seconds": seconds,
+                "steps": cfg.steps,
                 "llm_samples": len(data.llm_enc.input_ids), "drs_samples": len(data.drs_prompts),
                 "prompts_truncated": data.llm_enc.truncated, "sharing_writes_this_run": writes,
                 "final": {k: v for k, v in history[-1].items() if k != "step"}, "history": history},

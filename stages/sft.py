@@ -92,7 +92,7 @@ def main() -> None:
     shutil.rmtree(checkpoints, ignore_errors=True)
     write_json({"dataset": args.dataset, "variant": args.variant, "vocab": mode, "aux": aux,
                 "train_seconds": round(time.perf_counter() - start, 1), "samples": stats["samples"],
-                "prompts_truncated": stats["truncated"], "final_loss": history[-1]["loss"], "history": history},
+                "prompts_truncated": stats["truncated"], "precision": stats["precision"], "final_loss": history[-1]["loss"], "history": history},
                paths.DATA / "metrics" / "sft" / args.dataset / f"{args.variant}.json")
 
 

@@ -276,7 +276,7 @@ def make_project(root: Path, vocab_items: int = I) -> None:
         {"model": "lightgcn", "dim": DIM, "n_layers": 2, "n_users": U, "n_items": I, "train": {}}))
     params = {"domain": {"train": {"epochs": 1, "lr": 0.01, "weight_decay": 0.0, "patience": 1, "eval_every": 1,
                                    "seed": 1}, "lightgcn": {"dim": DIM, "n_layers": 2}},
-              "evaluate_llm": {"max_users": 5, "seed": 3, "batch_size": 4},
+              "evaluate_llm": {"max_users": 5, "seed": 3, "batch_size": 4, "mixed_precision": "auto"},
               "joint": {"experiments": ["bdlm"], "lambda": 0.1,
                         "train": {**{k: v for k, v in CFG.__dict__.items() if k != "lam"}, "steps": 2,
                                   "task_weights": {"interaction": 1.0, "topk": 1.0}, "aux": False},

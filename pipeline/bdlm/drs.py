@@ -17,11 +17,13 @@ from pipeline.errors import PipelineError
 from pipeline.llm.base import is_seq2seq
 from pipeline.llm.encoding import prompt_batch
 from pipeline.llm.forward import prompt_forward
+from pipeline.llm.precision import autocast
 from pipeline.llm.vocab import orthonormal_projection
 from pipeline.models.base import DomainModel
 
 
-def llm_features(model, tokenizer, prompts: list[str], max_len: int, pooling: str = "last") -> torch.Tensor:
+def llm_features(model, tokenizer, prompts: list[str], max_len: int, pooling: str = "last",
+                 precision: str = "no") -> torch.Tensor:
     """h for each prompt: the LLM's top-layer feature [B, hidden], no gradient, pooled as
     pipeline.llm.forward.prompt_forward says (`last` or `mean`), with the same prompt budget
     and truncation as scoring (pipeline.llm.encoding.prompt_batch)."""
@@ -32,7 +34,7 @@ def llm_features(model, tokenizer, prompts: list[str], max_len: int, pooling: st
     batch = {k: v.to(device) for k, v in batch.items()}
     was_training = model.training
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(precision, device):
         _, h = prompt_forward(model, batch, pos.to(device), pooling)
     model.train(was_training)
     return h

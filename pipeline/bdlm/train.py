@@ -23,6 +23,7 @@ from pipeline.errors import PipelineError
 from pipeline.llm.base import is_seq2seq
 from pipeline.llm.encoding import collate, encode
 from pipeline.llm.forward import answer_loss
+from pipeline.llm.precision import autocast, resolve
 from pipeline.llm.sft import SFTConfig, batch_indices, training_pairs
 
 SHARE = ("users", "items", "both")
@@ -45,6 +46,7 @@ class JointConfig:
     max_len: int = 256
     checkpoint_every: int = 8
     seed: int = 2024
+    mixed_precision: str = "no"     # LLM forward passes: "no", "bf16" or "auto" (pipeline.llm.precision)
 
     def check(self) -> "JointConfig":
         if not self.lam >= 0:
@@ -117,6 +119,7 @@ class JointTrainer:
         self.sides = sides
         self.seq2seq = is_seq2seq(model)
         self.device = model.get_input_embeddings().weight.device
+        self.precision = resolve(cfg.mixed_precision, self.device, "joint.train.mixed_precision")
         self.tables = shared_tables(cfg.share)
         torch.manual_seed(cfg.seed)
         self.llm_opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
@@ -127,7 +130,7 @@ class JointTrainer:
         self._drs_batches = SFTConfig(batch_size=cfg.drs_batch_size, grad_accum=1, seed=cfg.seed + 1)
         # h for a DRS batch: the current LLM's feature (tests may replace it to replay features)
         self.features: Callable[[list[str]], torch.Tensor] = lambda prompts: llm_features(
-            self.model, self.tok, prompts, cfg.max_len, cfg.pooling)
+            self.model, self.tok, prompts, cfg.max_len, cfg.pooling, self.precision)
         self.step, self.history = 0, []
 
     # -- one side each
@@ -146,7 +149,8 @@ class JointTrainer:
         batch = {k: v.to(self.device) for k, v in
                  collate(self.data.llm_enc, idx, self.tok.pad_token_id, self.seq2seq).items()}
         self.model.train()
-        task = answer_loss(self.model, batch)
+        with autocast(self.precision, self.device):
+            task = answer_loss(self.model, batch)
         if self.cfg.lam > 0:
             ml = self._ml(self.rows.rows, ids)
             loss = task + self.cfg.lam * ml

@@ -26,6 +26,7 @@ from pipeline import metrics
 from pipeline.errors import PipelineError
 from pipeline.llm.encoding import collate, encode, prompt_batch
 from pipeline.llm.forward import answer_logprobs, prompt_forward
+from pipeline.llm.precision import autocast, model_device, resolve
 from pipeline.llm.tokens import item_text, item_token
 
 RATINGS = ("1", "2", "3", "4", "5")
@@ -35,6 +36,7 @@ RATINGS = ("1", "2", "3", "4", "5")
 class ScoreConfig:
     batch_size: int = 16
     max_len: int = 320
+    mixed_precision: str = "no"  # "no", "bf16" or "auto" (pipeline.llm.precision)
 
 
 class Scorer:
@@ -51,6 +53,8 @@ class Scorer:
         self.truncated = 0
         self.pooling = pooling
         self._features: dict[str, torch.Tensor] = {}
+        self.device = model_device(model)
+        self.precision = resolve(cfg.mixed_precision, self.device, "evaluate_llm.mixed_precision")
 
     def token_id(self, text: str) -> int:
         """The first token of `text` as an answer (Yes, No, a digit)."""
@@ -76,7 +80,8 @@ class Scorer:
             batch, pos, cut = prompt_batch(self.tok, prompts[s:s + self.cfg.batch_size], self.cfg.max_len,
                                            self.decoder_start)
             self.truncated += cut
-            logits, h = prompt_forward(self.model, batch, pos, self.pooling)
+            with autocast(self.precision, self.device):
+                logits, h = prompt_forward(self.model, batch, pos, self.pooling)
             if h is not None:
                 self._features.update(zip(prompts[s:s + self.cfg.batch_size], h))
             out.append(torch.log_softmax(logits.float(), dim=-1)[:, columns].numpy())
@@ -105,7 +110,8 @@ class Scorer:
         for s in tqdm(range(0, len(prompts), self.cfg.batch_size), desc=desc, disable=not desc, mininterval=10):
             idx = list(range(s, min(s + self.cfg.batch_size, len(prompts))))
             batch = collate(enc, idx, self.tok.pad_token_id, self.seq2seq)
-            logp, rows, last = answer_logprobs(self.model, batch)
+            with autocast(self.precision, self.device):
+                logp, rows, last = answer_logprobs(self.model, batch)
             # drop the eos each answer ends with: score the answer text alone
             out.append(torch.zeros(len(idx)).index_add_(0, rows, torch.where(last, 0.0, logp)).numpy())
         return np.concatenate(out) if out else np.zeros(0)
@@ -174,5 +180,6 @@ def evaluate_llm(scorer: Scorer, valid: pa.Table, test: pa.Table, n_items: int, 
         pred = (p / p.sum(1, keepdims=True)) @ np.arange(1, 6, dtype=np.float64)
         out["rating"] = metrics.rating_metrics(pred, t["rating"].to_numpy())
     out["prompts_truncated"] = scorer.truncated
+    out["precision"] = scorer.precision
     out["eval_seconds"] = round(time.perf_counter() - start, 1)
     return out

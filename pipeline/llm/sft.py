@@ -30,6 +30,7 @@ from transformers import get_cosine_schedule_with_warmup
 from pipeline.errors import PipelineError
 from pipeline.llm.encoding import Encoded, collate, encode
 from pipeline.llm.forward import answer_loss
+from pipeline.llm.precision import resolve
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class SFTConfig:
     checkpoint_every: int = 20
     lora: bool = False
     lora_r: int = 16
-    mixed_precision: str = "no"  # "bf16" on GPUs
+    mixed_precision: str = "no"  # "no", "bf16" or "auto" (pipeline.llm.precision)
 
 
 @lru_cache(maxsize=4)
@@ -130,7 +131,8 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
     seq2seq = bool(model.config.is_encoder_decoder)
     enc: Encoded = encode(tokenizer, prompts, answers, seq2seq, cfg.max_len)
     torch.manual_seed(cfg.seed)
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+    precision = resolve(cfg.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu", "sft.mixed_precision")
+    acc = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum)
     if cfg.lora:
         model = _lora(model, cfg, new_token_ids or [])
     params = [p for p in model.parameters() if p.requires_grad]
@@ -175,4 +177,4 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
         acc.wait_for_everyone()
     model.eval()
     return model, history, {"samples": len(enc.input_ids), "truncated": enc.truncated,
-                            "config": asdict(cfg)}
+                            "precision": precision, "config": asdict(cfg)}
