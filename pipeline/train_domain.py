@@ -55,7 +55,19 @@ def build_model(cls: type[DomainModel], n_users: int, n_items: int, cfg: dict, s
 def fit(model: DomainModel, data: Interactions, valid_metric: Callable[[DomainModel], float],
         cfg: TrainConfig, checkpoint: Path | None = None, metadata: dict[str, str] | None = None,
         log: Callable[[str], None] = print) -> list[dict]:
-    """Train `model` in place; at the end it holds the weights with the best valid metric."""
+    """Train `model` in place; at the end it holds the weights with the best valid metric.
+    Bitwise repeatable for a seed: with more than one thread, the gradient of an embedding
+    gather (index_put with accumulate) sums in a thread-dependent order unless torch's
+    deterministic algorithms are on, and LightGCN then drifts by ~1e-7 a step."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _fit(model, data, valid_metric, cfg, checkpoint, metadata, log)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _fit(model, data, valid_metric, cfg: TrainConfig, checkpoint, metadata, log) -> list[dict]:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     if isinstance(model, StaticModel):

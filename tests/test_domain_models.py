@@ -90,6 +90,21 @@ def test_training_is_seeded():
     assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
 
 
+def test_multithreaded_training_is_bitwise_repeatable():
+    """Big enough for torch's parallel kernels (2 threads, batches of 2048 x 64): without
+    deterministic algorithms LightGCN's weights differ run to run."""
+    data, held = planted(n_users=600, n_items=400, groups=4, per_user=30)
+    cfg = TrainConfig(epochs=2, lr=0.01, seed=4, threads=2, patience=5)
+    weights = []
+    for _ in range(2):
+        model = build_model(LightGCN, data.n_users, data.n_items, {"dim": 64, "batch_size": 2048, "n_layers": 2}, 4)
+        epochs = iter(range(10))  # a rising "valid metric": the last epoch's weights are kept
+        fit(model, data, lambda m: float(next(epochs)), cfg, log=lambda s: None)
+        weights.append(torch.cat([model.user.weight, model.item.weight]).detach().clone())
+    assert torch.equal(weights[0], weights[1])
+    assert not torch.are_deterministic_algorithms_enabled()  # fit restores the global setting
+
+
 def test_bpr_batches_never_use_a_held_out_item():
     data, held = planted()
     model = LightGCN(data.n_users, data.n_items, {"dim": 8, "batch_size": 50})
