@@ -102,20 +102,24 @@ def test_scorer_keeps_the_features_of_what_it_scores(tok):
 @pytest.mark.parametrize("arch", ["llama", "t5"])
 def test_scorer_sequence_sums_the_answer_text_logprobs(tok, arch):
     """Scorer.sequence (text-id top-K) = sum of log p over the answer tokens before the eos,
-    computed here from the full logits."""
+    computed here from the full logits of each concatenated row; the three answers sharing a
+    prompt go through its KV cache / encoder states (shared_prompt_logprobs), the others in
+    a batch."""
     model = _models(tok)[arch].eval()
     seq2seq = arch == "t5"
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[2], PROMPTS[0]]
+    answers = ["Yes", "Toy Story", "Four Rooms (1995)", "No", "item 42"]
     scorer = Scorer(model, tok, ScoreConfig(batch_size=2, max_len=64))
-    got = scorer.sequence(PROMPTS, ANSWERS)
-    enc = encode(tok, PROMPTS, ANSWERS, seq2seq, 64)
-    batch = collate(enc, [0, 1, 2], tok.pad_token_id, seq2seq)
+    got = scorer.sequence(prompts, answers)
+    enc = encode(tok, prompts, answers, seq2seq, 64)
+    batch = collate(enc, list(range(len(prompts))), tok.pad_token_id, seq2seq)
     with torch.no_grad():
         logits = model(**batch).logits
     labels = batch["labels"] if seq2seq else batch["labels"][:, 1:]
     logits = logits if seq2seq else logits[:, :-1]
     logp = torch.log_softmax(logits, -1)
-    for r, answer in enumerate(ANSWERS):
+    for r, answer in enumerate(answers):
         cols = (labels[r] != -100).nonzero()[:, 0][:-1]  # the answer's tokens, eos excluded
         assert len(cols) == len(tok(answer, add_special_tokens=False)["input_ids"])
         want = logp[r, cols, labels[r, cols]].sum()
-        assert got[r] == pytest.approx(float(want), abs=1e-4)
+        assert got[r] == pytest.approx(float(want), abs=1e-4), (r, answer)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from pipeline import metrics
 from pipeline.errors import PipelineError
 from pipeline.llm.encoding import collate, encode, prompt_batch
-from pipeline.llm.forward import answer_logprobs, prompt_forward
+from pipeline.llm.forward import answer_logprobs, prompt_forward, shared_prompt_logprobs
 from pipeline.llm.precision import autocast, model_device, resolve
 from pipeline.llm.tokens import item_text, item_token
 
@@ -103,18 +103,33 @@ class Scorer:
 
     @torch.no_grad()
     def sequence(self, prompts: list[str], answers: list[str], desc: str = "") -> np.ndarray:
-        """Sum of log p(answer tokens | prompt), the closing eos excluded."""
+        """Sum of log p(answer tokens | prompt), the closing eos excluded. Answers that share
+        a prompt (top-K's candidates) are scored from one pass over it; the rest in batches."""
         enc = encode(self.tok, prompts, answers, self.seq2seq, self.cfg.max_len)
         self.truncated += enc.truncated
-        out = []
-        for s in tqdm(range(0, len(prompts), self.cfg.batch_size), desc=desc, disable=not desc, mininterval=10):
-            idx = list(range(s, min(s + self.cfg.batch_size, len(prompts))))
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for r, (ids, n) in enumerate(zip(enc.input_ids, enc.prompt_lens)):
+            groups.setdefault(tuple(ids[:n]), []).append(r)  # the prompt as cut for this answer
+        out = np.zeros(len(prompts))
+        alone = [rows[0] for rows in groups.values() if len(rows) == 1]
+        shared = [(prompt, rows) for prompt, rows in groups.items() if len(rows) > 1]
+        for s in tqdm(range(0, len(alone), self.cfg.batch_size), desc=desc, disable=not desc, mininterval=10):
+            idx = alone[s:s + self.cfg.batch_size]
             batch = collate(enc, idx, self.tok.pad_token_id, self.seq2seq)
             with autocast(self.precision, self.device):
                 logp, rows, last = answer_logprobs(self.model, batch)
             # drop the eos each answer ends with: score the answer text alone
-            out.append(torch.zeros(len(idx)).index_add_(0, rows, torch.where(last, 0.0, logp)).numpy())
-        return np.concatenate(out) if out else np.zeros(0)
+            out[idx] = torch.zeros(len(idx)).index_add_(0, rows, torch.where(last, 0.0, logp)).numpy()
+        for prompt, rows in tqdm(shared, desc=desc, disable=not desc, mininterval=10):
+            answer_ids = [enc.labels[r][len(enc.labels[r]) - self._answer_len(enc, r):] for r in rows]
+            with autocast(self.precision, self.device):
+                out[rows] = shared_prompt_logprobs(self.model, list(prompt), answer_ids,
+                                                   self.tok.pad_token_id).cpu().numpy()
+        return out
+
+    def _answer_len(self, enc, r: int) -> int:
+        """Tokens of row r's answer (+ eos): all of a seq2seq label, the non-prompt part of a decoder row."""
+        return len(enc.labels[r]) if self.seq2seq else len(enc.input_ids[r]) - enc.prompt_lens[r]
 
 
 def _candidates(t: pa.Table) -> np.ndarray:
