@@ -27,7 +27,7 @@ from pipeline.llm.encoding import collate, encode  # noqa: E402
 from pipeline.llm import forward  # noqa: E402
 from pipeline.llm.forward import answer_loss  # noqa: E402
 from pipeline.llm.scoring import ScoreConfig, Scorer  # noqa: E402
-from pipeline.llm.sft import SFTConfig, batch_indices  # noqa: E402
+from pipeline.llm.sft import SFTConfig, adamw, batch_indices  # noqa: E402
 
 
 def llama_1b(vocab_size: int, pad_id: int):
@@ -72,7 +72,7 @@ def main() -> None:
     train = pq.read_table(folder / "train.parquet")
     enc = encode(tok, train["prompt"].to_pylist(), train["answer"].to_pylist(), seq2seq, args.max_len)
     cfg = SFTConfig(batch_size=args.batch_size, seed=0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    opt = adamw(model.parameters(), 1e-5, 0.0)
     model.train()
     tokens = samples = 0
     for step in range(args.steps + 1):

