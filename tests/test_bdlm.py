@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file, save_file
 
@@ -189,6 +190,28 @@ def test_drs_receives_the_llm_feature_and_starts_as_the_domain_model(kind):
     c = t.drs.candidate_logits(h[:2], users[:2], torch.tensor([[0, 1, 2], [3, 4, 5]]))
     assert c.shape == (2, 3)
     assert torch.allclose(c[1, 2], t.drs.logits(h[1:2], users[1:2], torch.tensor([5]))[0])
+
+
+def test_one_drs_step_moves_scores_by_little_whatever_the_size_of_h():
+    """A common offset in h (as real LLM features have) must not let one Adam step on w_h
+    swing every logit: with h entering at 1/sqrt(hidden) the step moves a logit by
+    ~lr * sqrt(hidden) * mean|h_k| (0.024 here), not lr * hidden * mean|h_k| (0.58)."""
+    torch.manual_seed(0)
+    t = trainer()
+    hidden = 576
+    drs = DRS(t.drs.domain, hidden, torch.randn(DIM, hidden) / DIM ** 0.5)
+    opt = torch.optim.Adam(drs.head.parameters(), lr=1e-3)
+    users, items = torch.arange(8), torch.tensor([liked(u) for u in range(8)])
+    h = 1.0 + 0.1 * torch.randn(8, hidden)  # a shared component, as an LLM's last-token states
+    other = 1.0 + 0.1 * torch.randn(8, hidden)
+    with torch.no_grad():
+        before = drs.logits(other, users, items)
+    loss = F.binary_cross_entropy_with_logits(drs.logits(h, users, items), torch.zeros(8))
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        moved = (drs.logits(other, users, items) - before).abs().max()
+    assert 0 < moved < 0.1, moved
 
 
 def test_seq2seq_llm_trains_jointly_too():

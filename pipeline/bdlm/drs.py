@@ -66,6 +66,13 @@ class DRS(nn.Module):
             f = domain.pair_features(torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
         self.feature_dim = int(f.shape[-1])
         self.head = nn.Linear(hidden + self.feature_dim, 1)
+        # h enters the head scaled by 1/sqrt(hidden). An LLM's top-layer features share a large
+        # common component (SmolLM2: |h| ~ 48, mean |h_k| ~ 1.1 over 576 dims), so one Adam
+        # step moves every w_h coordinate by ~lr in the same direction for all prompts: unscaled,
+        # that swings every logit by ~lr * hidden * mean|h_k| (0.65 at lr 1e-3) each step and the
+        # DRS forgets its pretrained ranking within a few steps; scaled, by ~lr * sqrt(hidden).
+        # A reparametrisation of w_h: the score is still sigmoid(w^T [h ; f] + b).
+        self.h_scale = float(hidden) ** -0.5
         with torch.no_grad():  # start as the domain model: w_h = 0, w_f = its own output layer
             self.head.weight.zero_()
             out = getattr(domain, "out", None)
@@ -83,7 +90,8 @@ class DRS(nn.Module):
 
     def logits(self, h: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """w^T [h ; f(u, i)] + b for aligned rows h [B, hidden], users [B], items [B]."""
-        return self.head(torch.cat([h.to(self.head.weight.dtype), self.domain.pair_features(users, items)], -1)).squeeze(-1)
+        h = h.to(self.head.weight.dtype) * self.h_scale
+        return self.head(torch.cat([h, self.domain.pair_features(users, items)], -1)).squeeze(-1)
 
     def candidate_logits(self, h: torch.Tensor, users: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
         """[B, C]: each prompt's h shared by its C candidates."""
