@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -46,9 +47,29 @@ class EvalSets:
             extra = dict(zip(v["uid"].to_pylist(), v["iid"].to_pylist()))
         return torch.from_numpy(self.train().last_items(max_len, extra))
 
+    def restrict(self, users: np.ndarray) -> "EvalSets":
+        """The valid/test splits and candidate sets of `users` only (train stays whole: it is
+        what the models condition on), e.g. to score a domain model on the LLM's user subset."""
+        keep = pa.array(np.asarray(users), pa.int32())
+        pick = lambda t: t.filter(pc.is_in(t["uid"], value_set=keep))  # noqa: E731
+        return EvalSets(self.n_users, self.n_items,
+                        {s: t if s == "train" else pick(t) for s, t in self.splits.items()},
+                        {k: pick(t) for k, t in self.candidates.items()})
+
     def known(self, split: str):
         parts = [self.splits["train"]] + ([self.splits["valid"]] if split == "test" else [])
         return metrics.known_items(self.n_users, self.n_items, *parts)
+
+
+def user_subset(test: pa.Table, max_users: int | None, seed: int) -> np.ndarray:
+    """The seeded subset of test users every LLM row is scored on (evaluate_llm.max_users /
+    seed), drawn from the users of `test` (the test prompts): domain models are scored on it
+    too, so Table 3 compares every row on the same users."""
+    users = np.unique(test["uid"].to_numpy())
+    users = users[users >= 0]
+    if max_users is None or max_users >= len(users):
+        return users
+    return np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
 
 
 def _ids(a: np.ndarray) -> torch.Tensor:

@@ -139,6 +139,8 @@ def read_metrics(path: Path, kind: str) -> dict:
         raise PipelineError(f"{path}: not a readable JSON metrics file ({e})") from e
     if kind in ("domain", "llm"):
         _check_metrics(obj, str(path))
+        if kind == "domain" and "llm_users" in obj:
+            _check_metrics(obj["llm_users"], f"{path} [llm_users]")
     elif kind == "joint":
         _check_metrics(obj, str(path))
         for side in ("llm", "drs"):
@@ -177,7 +179,8 @@ def resolve(inp: Inputs, ref: Ref) -> tuple[dict | None, int | None]:
     if obj is None:
         return None, None
     if ref.kind == "domain":
-        return obj, inp.domain_users
+        sub = obj.get("llm_users")  # scored on the LLM rows' users: every row compares alike
+        return (sub, sub.get("users_scored")) if sub is not None else (obj, inp.domain_users)
     if ref.kind == "joint":
         block = obj[ref.side]
         return block, block.get("users_scored", obj.get("users_scored"))
@@ -187,7 +190,7 @@ def resolve(inp: Inputs, ref: Ref) -> tuple[dict | None, int | None]:
 def metric_row(inp: Inputs, ref: Ref, columns=T3_COLUMNS) -> dict:
     m, users = resolve(inp, ref)
     row = {"model": ref.label, "source": ref.path(inp.dataset), "present": m is not None, "users_scored": users,
-           "all_users": ref.kind == "domain"}
+           "all_users": ref.kind == "domain" and "llm_users" not in (inp.get(ref.kind, ref.name) or {})}
     for col in columns:
         proto, key = col[0], col[1]
         name = col[2] if len(col) > 2 else f"{proto}/{key}"
@@ -394,13 +397,20 @@ def markdown_report(rep: dict, plots: dict[str, str] | None = None) -> str:
     ds, t3 = rep["dataset"], rep["table3"]
     llm_users = sorted({r["users_scored"] for r in t3["rows"] + rep["ablation"]["rows"]
                         if r["present"] and not r["all_users"] and r["users_scored"] is not None})
-    out = [f"# Report: {ds} (test split)", "",
-           "Scored on different user sets. Domain models are scored on every test user"
-           f" ({rep['domain_users'] if rep['domain_users'] is not None else 'count unknown'});"
-           " LLM and joint (BDLM) rows on a seeded subset of test users"
-           f" ({', '.join(map(str, llm_users)) or 'none yet'}; `evaluate_llm.max_users`), the same subset for"
-           " every variant. Comparisons between a domain row and an LLM row are therefore only"
-           " approximate; the `users scored` column gives each row's count. '-' = not available.", "",
+    mixed = any(r["present"] and r["all_users"] for r in t3["rows"] + rep["table4"]["rows"])
+    if mixed or not llm_users:
+        users_note = ("Scored on different user sets. Domain models are scored on every test user"
+                      f" ({rep['domain_users'] if rep['domain_users'] is not None else 'count unknown'});"
+                      " LLM and joint (BDLM) rows on a seeded subset of test users"
+                      f" ({', '.join(map(str, llm_users)) or 'none yet'}; `evaluate_llm.max_users`), the same"
+                      " subset for every variant. Comparisons between a domain row and an LLM row are therefore"
+                      " only approximate; the `users scored` column gives each row's count. '-' = not available.")
+    else:
+        users_note = (f"Every row is scored on the same seeded subset of test users ({', '.join(map(str, llm_users))};"
+                      " `evaluate_llm.max_users` / `seed`): domain models too, so rows compare like with like."
+                      f" The domain models on every test user ({rep['domain_users']}) are in"
+                      f" `data/reports/{ds}/baselines.md`. '-' = not available.")
+    out = [f"# Report: {ds} (test split)", "", users_note, "",
            "## Table 3: domain baselines, LLM-only SFT and BDLM (BDLM paper layout)", "",
            "HR@1/HR@2: top-K over 1 positive + 19 negatives; prec/rec/f1: interaction prediction"
            " (1 + 1, threshold chosen on valid). LLM-only SFT = BDLM tokens pre-loaded + auxiliary"

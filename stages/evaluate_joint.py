@@ -23,12 +23,11 @@ from pipeline.artifacts import read_json, write_json
 from pipeline.bdlm import evaluate_drs, load_drs
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
-from pipeline.evaluation import EvalSets
+from pipeline.evaluation import EvalSets, user_subset
 from pipeline.llm.base import load_base
 from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
 from pipeline.models.registry import model_class
 from pipeline.params import get, load_params, section
-from stages.evaluate_llm import user_subset
 from stages.joint_train import joint_dir
 
 

@@ -17,19 +17,11 @@ from pipeline import paths
 from pipeline.artifacts import write_json
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
-from pipeline.evaluation import EvalSets
+from pipeline.evaluation import EvalSets, user_subset
 from pipeline.llm.base import load_base
 from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
 from pipeline.params import get, load_params, section
 from stages.sft import render, sft_config, variant_settings
-
-
-def user_subset(test: pa.Table, max_users: int | None, seed: int) -> np.ndarray:
-    users = np.unique(test["uid"].to_numpy())
-    users = users[users >= 0]
-    if max_users is None or max_users >= len(users):
-        return users
-    return np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
 
 
 def main() -> None:

@@ -137,3 +137,40 @@ def test_unknown_model_is_named():
     with pytest.raises(PipelineError, match="unknown domain model 'lgcn'"):
         model_class("lgcn")
     assert {"lightgcn", "ncf", "gmf", "mf", "mostpop", "itemknn", "mf_rating"} <= set(MODELS)
+
+
+def test_scores_on_a_user_subset_are_the_scores_of_sets_holding_only_those_users():
+    """EvalSets.restrict (the LLM rows' users) = evaluation sets built from those users' rows
+    alone; train stays whole (what the models condition on)."""
+    from pipeline.evaluation import EvalSets, evaluate, user_subset
+
+    data, held = planted(n_users=40, n_items=40)
+    train = pa.table({"uid": pa.array(data.uids, pa.int32()), "iid": pa.array(data.iids, pa.int32()),
+                      "timestamp": pa.array(np.arange(len(data.uids)), pa.int64()),
+                      "raw_row": pa.array(np.arange(len(data.uids)), pa.int64())})
+
+    def sets(users):
+        users = np.asarray(users)
+        held_out = pa.table({"uid": pa.array(users, pa.int32()), "iid": pa.array([held[u] for u in users], pa.int32()),
+                             "timestamp": pa.array(np.full(len(users), 10 ** 6), pa.int64()),
+                             "raw_row": pa.array(10 ** 6 + users, pa.int64())})
+        cands = pa.table({"uid": pa.array(users, pa.int32()),
+                          "candidates": [[held[u], (held[u] + 1) % 40, (held[u] + 17) % 40] for u in users],
+                          "label_index": pa.array([0] * len(users), pa.int32())})
+        binary = pa.table({"uid": pa.array(np.repeat(users, 2), pa.int32()),
+                           "iid": pa.array([i for u in users for i in (held[u], (held[u] + 17) % 40)], pa.int32()),
+                           "label": pa.array([1, 0] * len(users), pa.int8())})
+        return EvalSets(40, 40, {"train": train, "valid": held_out, "test": held_out},
+                        {f"{s}_{p}": t for s in ("valid", "test") for p, t in
+                         (("topk", cands), ("ranking", cands), ("binary", binary))})
+
+    ev = sets(range(40))
+    some = user_subset(ev.splits["test"], 10, seed=3)
+    assert len(some) == 10 and np.array_equal(some, user_subset(ev.splits["test"], 10, seed=3))
+    assert np.array_equal(user_subset(ev.splits["test"], None, seed=3), np.arange(40))
+    sub = ev.restrict(some)
+    assert sub.splits["train"] is ev.splits["train"]
+    model = build_model(MF, 40, 40, {"dim": 8, "batch_size": 64}, seed=1)
+    fit(model, data, lambda m: heldout_hr(m, data, held), TrainConfig(epochs=3, lr=0.02, seed=1), log=lambda s: None)
+    assert evaluate(model, sub) == evaluate(model, sets(some))
+    assert evaluate(model, sub) != evaluate(model, ev)

@@ -197,3 +197,23 @@ def test_lambda_curve_takes_wo_jl_as_its_zero_point(data):
     curve = lambda_curve(collect(data, DS))
     assert [(p["lambda"], p["experiment"], p["HR@1"]) for p in curve if p["side"] == "drs"] == [
         (0.0, "wo_jl", 0.21), (0.01, "bdlm", 0.40), (0.1, "lambda_0.1", 0.38)]
+
+
+def test_domain_rows_use_the_llm_user_subset_when_scored_on_it(data):
+    """evaluate_domain also scores each model on the LLM rows' users (`llm_users`): Table 3
+    then compares every row on the same users, and the improvement row with them."""
+    for model, vals in DOMAIN.items():
+        put(data, "domain", model, {"model": model, **side(*vals),
+                                    "llm_users": {"users_scored": 50, "seed": 1, **side(0.10, 0.2, 0.5, 0.5, 0.5)}})
+    put(data, "domain", "sasrec", {"model": "sasrec", **side(*DOMAIN["sasrec"]),
+                                   "llm_users": {"users_scored": 50, "seed": 1, **side(0.38, 0.5, 0.6, 0.6, 0.6)}})
+    rep = build_report(collect(data, DS), ["full"])
+    rows = {r["model"]: r for r in rep["table3"]["rows"]}
+    assert (rows["SASRec"]["HR@1"], rows["SASRec"]["users_scored"], rows["SASRec"]["all_users"]) == (0.38, 50, False)
+    assert rep["table3"]["improvement"]["HR@1"] == pytest.approx(100 * (0.40 - 0.38) / 0.38)
+    md = markdown_report(rep)
+    assert "Every row is scored on the same seeded subset of test users (50;" in md
+    assert "| SASRec | 0.380 |" in md
+    put(data, "domain", "gmf", {"model": "gmf", **side(*DOMAIN["gmf"]), "llm_users": {"topk": {"HR@1": "x"}}})
+    with pytest.raises(PipelineError, match=r"gmf\.json \[llm_users\]: 'topk\.HR@1' is 'x'"):
+        collect(data, DS)
