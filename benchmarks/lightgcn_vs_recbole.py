@@ -42,7 +42,7 @@ TORCH = "torch==2.13.0+cpu"
 # by recbole.quick_start) needs pkg_resources, which setuptools 81 dropped, while torch 2.13
 # requires setuptools>=77.0.3: hence that window rather than setuptools<70.
 RECBOLE_PKGS = ["recbole==1.2.1", "numpy<2", "pandas<2.3", "scipy<1.11", "setuptools>=77.0.3,<81"]
-THREADS = 2
+THREADS = 2  # torch threads for both sides (--threads)
 
 
 def ensure_recbole_venv() -> Path:
@@ -96,7 +96,7 @@ def recbole_config(args, work: Path, name: str) -> dict:
         "metrics": ["Recall", "NDCG"], "topk": [20], "valid_metric": "NDCG@20",
         "stopping_step": args.epochs + 1, "eval_batch_size": 4096,
         "use_gpu": False, "gpu_id": "", "seed": args.seed, "reproducibility": True,
-        "show_progress": False, "threads": THREADS,
+        "show_progress": False, "threads": args.threads,
     }
 
 
@@ -152,7 +152,7 @@ def run_recbole(args, ev: EvalSets, work: Path) -> dict:
     (work / "runner.py").write_text(RUNNER)
     # RecBole's checkpoint loading predates torch's weights_only default; cwd = work keeps its
     # log_tensorboard/ folder out of the repo
-    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": str(THREADS)}
+    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": str(args.threads)}
     out = subprocess.run([str(python), "runner.py", "config.json"], cwd=work, env=env,
                          stdout=subprocess.PIPE, text=True, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
@@ -164,7 +164,7 @@ def run_recbole(args, ev: EvalSets, work: Path) -> dict:
 def run_ours(args, ev: EvalSets) -> dict:
     """Our LightGCN, trained in-process with the loop of pipeline.train_domain.fit (minus
     validation and early stopping), then full-ranking test metrics."""
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
     cfg = {"dim": args.dim, "n_layers": args.layers, "batch_size": args.batch, "reg": args.reg}
     model = build_model(LightGCN, ev.n_users, ev.n_items, cfg, args.seed)
     data = ev.train()
@@ -192,7 +192,7 @@ def run_ours(args, ev: EvalSets) -> dict:
 def report(args, ev: EvalSets, ours: dict, theirs: dict) -> None:
     print(f"\nLightGCN on {args.dataset} ({ev.n_users} users, {ev.n_items} items): {args.epochs} epochs, "
           f"dim {args.dim}, {args.layers} layers, lr {args.lr}, batch {args.batch}, reg {args.reg}, "
-          f"seed {args.seed}, {THREADS} torch threads")
+          f"seed {args.seed}, {args.threads} torch threads")
     print(f"{'implementation':<16}{'s/epoch':>10}{'Recall@20':>12}{'NDCG@20':>10}")
     for label, r in (("ours", ours), ("RecBole 1.2.1", theirs)):
         print(f"{label:<16}{r['seconds_per_epoch']:>10.2f}{r['recall@20']:>12.4f}{r['ndcg@20']:>10.4f}")
@@ -215,6 +215,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=2048)
     p.add_argument("--reg", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--threads", type=int, default=THREADS, help="torch threads, the same for both sides")
     args = p.parse_args()
     os.chdir(ROOT)  # pipeline.paths are relative to the repository root
     ev = EvalSets.load(args.dataset)
