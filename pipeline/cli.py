@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from typing import Callable
@@ -21,9 +22,16 @@ def dataset_parser(description: str, *extra: tuple[str, str]) -> argparse.Argume
     return p
 
 
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def run(main: Callable[[], None]) -> None:
-    """Run a stage's main(); a PipelineError becomes one clear line on stderr and exit code 2."""
+    """Run a stage's main(); a PipelineError becomes one clear line on stderr and exit code 2.
+    SIGTERM (a killed `dvc repro`, a cancelled Prefect run) unwinds like an exception, so the
+    stage's temp outputs are removed and nothing half-written is left behind."""
     start = time.perf_counter()
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         main()
     except PipelineError as e:
