@@ -106,7 +106,7 @@ def shared_prompt_logprobs(model, prompt: list[int], answers: list[list[int]], p
     concatenated rows. Decoder-only models continue the prompt's KV cache (repeated per
     answer); seq2seq models reuse its encoder states. Scoring 20 text-id candidates this way
     costs one prompt pass instead of twenty."""
-    device = next(model.parameters()).device
+    device = model.get_input_embeddings().weight.device
     c = len(answers)
     ids = pad(answers, pad_id).to(device)                           # [C, A]
     real = pad([[1] * len(a) for a in answers], 0).to(device).bool()

@@ -43,7 +43,3 @@ def autocast(precision: str, device: str | torch.device):
     if precision == "no":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-
-
-def model_device(model) -> torch.device:
-    return next(model.parameters()).device

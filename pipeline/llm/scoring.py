@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from pipeline import metrics
 from pipeline.errors import PipelineError
-from pipeline.llm.encoding import collate, encode, prompt_batch
+from pipeline.llm.encoding import IGNORE, collate, encode, prompt_batch
 from pipeline.llm.forward import answer_logprobs, prompt_forward, shared_prompt_logprobs
-from pipeline.llm.precision import autocast, model_device, resolve
+from pipeline.llm.precision import autocast, resolve
 from pipeline.llm.tokens import item_text, item_token
 
 RATINGS = ("1", "2", "3", "4", "5")
@@ -53,7 +53,7 @@ class Scorer:
         self.truncated = 0
         self.pooling = pooling
         self._features: dict[str, torch.Tensor] = {}
-        self.device = model_device(model)
+        self.device = model.get_input_embeddings().weight.device
         self.precision = resolve(cfg.mixed_precision, self.device, "evaluate_llm.mixed_precision")
 
     def token_id(self, text: str) -> int:
@@ -121,15 +121,11 @@ class Scorer:
             # drop the eos each answer ends with: score the answer text alone
             out[idx] = torch.zeros(len(idx)).index_add_(0, rows, torch.where(last, 0.0, logp)).numpy()
         for prompt, rows in tqdm(shared, desc=desc, disable=not desc, mininterval=10):
-            answer_ids = [enc.labels[r][len(enc.labels[r]) - self._answer_len(enc, r):] for r in rows]
+            answer_ids = [[t for t in enc.labels[r] if t != IGNORE] for r in rows]  # answer + eos
             with autocast(self.precision, self.device):
                 out[rows] = shared_prompt_logprobs(self.model, list(prompt), answer_ids,
                                                    self.tok.pad_token_id).cpu().numpy()
         return out
-
-    def _answer_len(self, enc, r: int) -> int:
-        """Tokens of row r's answer (+ eos): all of a seq2seq label, the non-prompt part of a decoder row."""
-        return len(enc.labels[r]) if self.seq2seq else len(enc.input_ids[r]) - enc.prompt_lens[r]
 
 
 def _candidates(t: pa.Table) -> np.ndarray:
