@@ -9,6 +9,9 @@ An experiment is a `joint.experiment.<name>` entry: its domain model, optionally
 lambda and any joint.train key. Resumable: a run started again with the same params and
 inputs continues from its last checkpoint (data/checkpoints/joint/...); a checkpoint written
 under other params is refused, never overwritten.
+
+On GPUs: `accelerate launch --config_file configs/accelerate_zero3.yaml -m stages.joint_train
+<ds> <experiment>` (DeepSpeed ZeRO-3 for the LLM; the DRS and M beside it on the CPU).
 """
 from __future__ import annotations
 
@@ -107,8 +110,6 @@ def main() -> None:
     domain, trained = load_trained(ds, model_name, domain_configs(params, model_name)[0], ev.train())
     vocab_dir = files["vocab"].parent
     llm, tokenizer = load_base(vocab_dir)
-    if torch.cuda.is_available():  # the LLM on the GPU; the DRS and M stay on the CPU (small)
-        llm = llm.to("cuda")
     rows = LLMRows(llm, vocab["first_user_token_id"], vocab["first_item_token_id"], vocab["n_users"], vocab["n_items"])
     hidden = int(llm.get_input_embeddings().weight.shape[1])
     proj, scale = initial_projection(domain, rows, int(vocab.get("seed", cfg.seed)))
@@ -127,8 +128,13 @@ def main() -> None:
           f"{cfg.batch_size} (+{cfg.drs_per_llm} DRS x {cfg.drs_batch_size}); projection: {drs.projection}")
     start = time.perf_counter()
     history = trainer.run(checkpoints, stop_after=args.stop_after)
+    main_process = trainer.acc.is_main_process
     if trainer.step < cfg.steps:
-        print(f"[joint_train] stopped after {trainer.step} steps (checkpoint in {checkpoints}); nothing written")
+        if main_process:
+            print(f"[joint_train] stopped after {trainer.step} steps (checkpoint in {checkpoints}); nothing written")
+        return
+    llm_state = trainer.llm_state_dict()  # on every process: ZeRO-3 gathers the shards
+    if not main_process:
         return
     seconds = round(time.perf_counter() - start, 1)
     config = {"dataset": ds, "experiment": name, "domain_model": model_name, "domain_config": trained,
@@ -142,7 +148,7 @@ def main() -> None:
     meta = {"dataset": ds, "experiment": name, "domain_model": model_name, "pooling": cfg.pooling,
             "projection": drs.projection, "params_hash": params_hash}
     with atomic_dir(joint_dir(ds, name)) as tmp:
-        llm.save_pretrained(tmp / "llm")
+        llm.save_pretrained(tmp / "llm", state_dict=llm_state)
         tokenizer.save_pretrained(tmp / "llm")
         save_drs(drs, tmp / "drs.safetensors", meta)
         from safetensors.torch import save_file

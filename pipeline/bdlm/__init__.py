@@ -22,8 +22,10 @@ DESIGN.md, "The BDLM method, written out", steps 4-7 and Algorithm 1:
   only), then P(E^drs) rows written into M. Batches are pure functions of (seed, step), so
   a run resumed from a checkpoint ends bitwise where an uninterrupted one does.
 
-Single process: the LLM on its device (CPU or one GPU), the DRS and M on the CPU (small);
-the LLM update is sft's (batches, AdamW, cosine schedule), not its accelerate/DeepSpeed path.
+The LLM update is sft's (batches, AdamW, cosine schedule, accelerate), so the same command
+line trains it on a CPU, one GPU, or several under DeepSpeed ZeRO-3:
+`accelerate launch --config_file configs/accelerate_zero3.yaml -m stages.joint_train <ds> <exp>`.
+The DRS and M stay on the CPU (small), replicated on every process.
 """
 from pipeline.bdlm.drs import DRS, check_id_spaces, evaluate_drs, initial_projection, llm_features, load_drs, save_drs
 from pipeline.bdlm.sharing import LLMRows, Sharing, shared_tables

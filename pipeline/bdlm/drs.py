@@ -119,7 +119,7 @@ def initial_projection(domain: DomainModel, llm_rows: LLMRows, seed: int) -> tup
     with torch.no_grad():
         u, i = domain.live_tables()
         dom = torch.cat([u, i]).detach().float()
-        h = llm_rows.model.get_input_embeddings().weight.shape[1]
+        h = llm_rows.hidden
         if dom.shape[1] == h:
             return None, 1.0
         q = orthonormal_projection(dom.shape[1], h, seed)

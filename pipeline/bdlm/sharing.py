@@ -38,19 +38,31 @@ def shared_tables(share: str) -> tuple[str, ...]:
 
 
 class LLMRows:
-    """The LLM's `<uid_k>`/`<iid_k>` rows of its input embedding (contiguous ids, vocab.json)."""
+    """The LLM's `<uid_k>`/`<iid_k>` rows of its input embedding (contiguous ids, vocab.json).
+
+    Rows are read by calling the embedding module, not by indexing its weight: under
+    DeepSpeed ZeRO-3 the weight is a partitioned placeholder that only the module's forward
+    hooks gather (and route the gradient of the mutual-learning loss back through)."""
 
     def __init__(self, model, first_user: int, first_item: int, n_users: int, n_items: int):
-        self.model, self.first = model, {"user": first_user, "item": first_item}
+        self.embed = model.get_input_embeddings()
+        self.first = {"user": first_user, "item": first_item}
         self.n = {"user": n_users, "item": n_items}
-        rows = model.get_input_embeddings().weight.shape[0]
+        self.hidden = int(embedding_shape(self.embed)[1])
+        rows = embedding_shape(self.embed)[0]
         for name in ("user", "item"):
             if self.first[name] is None or self.first[name] + self.n[name] > rows:
                 raise PipelineError(f"LLM has {rows} embedding rows, too few for {n_users} user and {n_items} "
                                     "item tokens: joint training needs the vocab 'pe' (or 'rand') model")
 
     def rows(self, name: str, ids: torch.Tensor) -> torch.Tensor:
-        return self.model.get_input_embeddings().weight[self.first[name] + ids]
+        return self.embed((self.first[name] + ids).to(self.embed.weight.device))
 
     def table(self, name: str) -> torch.Tensor:
-        return self.rows(name, torch.arange(self.n[name])).detach()
+        with torch.no_grad():
+            return self.rows(name, torch.arange(self.n[name])).detach()
+
+
+def embedding_shape(embed: nn.Module) -> tuple[int, int]:
+    """[rows, hidden] of an embedding, also when ZeRO-3 has partitioned its weight away."""
+    return tuple(getattr(embed.weight, "ds_shape", embed.weight.shape))

@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
-from transformers import get_cosine_schedule_with_warmup
 
 from pipeline.bdlm.drs import DRS, llm_features
 from pipeline.bdlm.sharing import LLMRows, Sharing, shared_tables
@@ -23,8 +22,8 @@ from pipeline.errors import PipelineError
 from pipeline.llm.base import is_seq2seq
 from pipeline.llm.encoding import collate, encode
 from pipeline.llm.forward import answer_loss
-from pipeline.llm.precision import autocast, resolve
-from pipeline.llm.sft import SFTConfig, adamw, batch_indices, training_pairs
+from pipeline.llm.precision import resolve
+from pipeline.llm.sft import SFTConfig, accelerator, batch_indices, prepare_optimization, training_pairs
 
 SHARE = ("users", "items", "both")
 POOLING = ("last", "mean")
@@ -109,7 +108,13 @@ def _ids(a: np.ndarray) -> torch.Tensor:
 
 
 class JointTrainer:
-    """Algorithm 1 on one LLM and one DRS, resumable (see module doc)."""
+    """Algorithm 1 on one LLM and one DRS, resumable (see module doc).
+
+    The LLM goes through accelerate as in sft: one process, or `accelerate launch` with
+    DeepSpeed ZeRO-3 (or DDP) over several GPUs. Every process then trains the LLM on its own
+    share of the step's prompts, writes the rows of the whole step's users/items into M and
+    takes the same DRS step on the same batch, so M and the DRS stay identical everywhere
+    (the DRS is small; its LLM features come from the shared LLM weights)."""
 
     def __init__(self, model, tokenizer, drs: DRS, sharing: Sharing, llm_rows: LLMRows, data: JointData,
                  cfg: JointConfig, params_hash: str | None = None, sides: tuple[str, ...] = ("llm", "drs")):
@@ -118,12 +123,16 @@ class JointTrainer:
         self.hash = params_hash or cfg.params_hash()
         self.sides = sides
         self.seq2seq = is_seq2seq(model)
-        self.device = model.get_input_embeddings().weight.device
-        self.precision = resolve(cfg.mixed_precision, self.device, "joint.train.mixed_precision")
+        self.precision = resolve(cfg.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu",
+                                 "joint.train.mixed_precision")
         self.tables = shared_tables(cfg.share)
         torch.manual_seed(cfg.seed)
-        self.llm_opt = adamw([p for p in model.parameters() if p.requires_grad], cfg.lr, cfg.weight_decay)
-        self.llm_sched = get_cosine_schedule_with_warmup(self.llm_opt, cfg.warmup_steps, cfg.steps)
+        self.acc = accelerator(self.precision, cfg.batch_size)
+        # engine: what trains (the model itself on one process, its DeepSpeed/DDP wrapper otherwise);
+        # self.model stays the transformers model, for features and rows
+        self.engine, self.llm_opt, self.llm_sched = prepare_optimization(
+            self.acc, model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.steps)
+        self.device = self.acc.device
         self.drs_opt = torch.optim.Adam(drs.parameters(), lr=cfg.drs_lr)
         self._llm_batches = SFTConfig(batch_size=cfg.batch_size, grad_accum=1, seed=cfg.seed)
         self._drs_batches = SFTConfig(batch_size=cfg.drs_batch_size, grad_accum=1, seed=cfg.seed + 1)
@@ -143,13 +152,15 @@ class JointTrainer:
         return total
 
     def llm_step(self, step: int) -> dict:
-        idx = batch_indices(len(self.data.llm_enc.input_ids), self._llm_batches, step, 0)
+        world = self.acc.num_processes
+        shares = [batch_indices(len(self.data.llm_enc.input_ids), self._llm_batches, step, 0, rank, world)
+                  for rank in range(world)]
+        idx, whole = shares[self.acc.process_index], sum(shares, [])
         ids = {"user": _ids(self.data.llm_users[idx]), "item": _ids(self.data.llm_items[idx])}
         batch = {k: v.to(self.device) for k, v in
                  collate(self.data.llm_enc, idx, self.tok.pad_token_id, self.seq2seq).items()}
-        self.model.train()
-        with autocast(self.precision, self.device):
-            task = answer_loss(self.model, batch)
+        self.engine.train()
+        task = answer_loss(self.engine, batch)
         if self.cfg.lam > 0:
             ml = self._ml(self.rows.rows, ids)
             loss = task + self.cfg.lam * ml
@@ -157,13 +168,15 @@ class JointTrainer:
             with torch.no_grad():
                 ml = self._ml(self.rows.rows, ids)
             loss = task
-        loss.backward()
+        self.acc.backward(loss)
         self.llm_opt.step()
-        self.llm_sched.step()
         self.llm_opt.zero_grad()
-        with torch.no_grad():
-            for name in self.tables:
-                self.m.write(step, "llm", name, ids[name], self.rows.rows(name, ids[name]))
+        self.llm_sched.step()
+        with torch.no_grad():  # every process writes the rows of the whole step's users/items
+            for name, ids_of in (("user", self.data.llm_users), ("item", self.data.llm_items)):
+                if name in self.tables:
+                    every = _ids(ids_of[whole])
+                    self.m.write(step, "llm", name, every, self.rows.rows(name, every))
         return {"llm_loss": task.item(), "llm_ml": ml.item(), "lr": self.llm_sched.get_last_lr()[0]}
 
     def drs_step(self, step: int, k: int) -> dict:
@@ -191,25 +204,29 @@ class JointTrainer:
         return {"drs_loss": task.item(), "drs_ml": ml.item()}
 
     # -- checkpoints
-    def state(self) -> dict:
-        return {"llm": self.model.state_dict(), "llm_opt": self.llm_opt.state_dict(),
-                "llm_sched": self.llm_sched.state_dict(), "drs": self.drs.state_dict(),
-                "drs_opt": self.drs_opt.state_dict(), "sharing": self.m.state_dict(),
+    def _state(self) -> dict:
+        """Everything but the LLM, its optimizer and schedule (accelerate's save_state has those)."""
+        return {"drs": self.drs.state_dict(), "drs_opt": self.drs_opt.state_dict(), "sharing": self.m.state_dict(),
                 "rng": torch.get_rng_state(), "step": self.step, "history": self.history,
                 "params_hash": self.hash}
 
     def save(self, folder: Path) -> None:
         """The whole training state to folder/latest, swapped in only once complete."""
-        folder.mkdir(parents=True, exist_ok=True)
+        main = self.acc.is_main_process
         tmp, final, old = folder / f".step-{self.step}.tmp", folder / "latest", folder / ".latest.old"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        torch.save(self.state(), tmp / "state.pt")
-        (tmp / "progress.json").write_text(json.dumps({"step": self.step, "params_hash": self.hash}))
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.acc.wait_for_everyone()
+        self.acc.save_state(str(tmp / "llm"))  # every process: ZeRO-3 shards are saved by their owners
+        if main:
+            torch.save(self._state(), tmp / "state.pt")
+            (tmp / "progress.json").write_text(json.dumps({"step": self.step, "params_hash": self.hash}))
+            if final.exists():
+                os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        self.acc.wait_for_everyone()
 
     def resume(self, folder: Path | None) -> bool:
         if folder is None or not (folder / "latest" / "progress.json").exists():
@@ -220,16 +237,18 @@ class JointTrainer:
             raise PipelineError(f"{latest}: checkpoint was written with params hash {recorded}, this run has "
                                 f"{self.hash}; refusing to resume into it (nothing overwritten): "
                                 "delete the folder or restore the params")
+        self.acc.load_state(str(latest / "llm"))
         s = torch.load(latest / "state.pt", map_location="cpu", weights_only=False)
-        self.model.load_state_dict(s["llm"])
-        self.llm_opt.load_state_dict(s["llm_opt"])
-        self.llm_sched.load_state_dict(s["llm_sched"])
         self.drs.load_state_dict(s["drs"])
         self.drs_opt.load_state_dict(s["drs_opt"])
         self.m.load_state_dict(s["sharing"])
         torch.set_rng_state(s["rng"])
         self.step, self.history = s["step"], s["history"]
         return True
+
+    def llm_state_dict(self) -> dict:
+        """The LLM's full weights (gathered from every process under ZeRO-3: call it on all)."""
+        return self.acc.get_state_dict(self.engine)
 
     def run(self, checkpoints: Path | None = None, stop_after: int | None = None,
             log: Callable[[str], None] = print) -> list[dict]:
@@ -246,7 +265,7 @@ class JointTrainer:
                 rec.update({key: float(np.mean([d[key] for d in drs])) for key in drs[0]})
             self.history.append(rec)
             self.step = done = step + 1
-            if step % 5 == 0 or done == self.cfg.steps:
+            if self.acc.is_main_process and (step % 5 == 0 or done == self.cfg.steps):
                 log(f"[joint] step {done}/{self.cfg.steps} " + " ".join(
                     f"{k}={v:.4f}" for k, v in rec.items() if k != "step"))
             stop = stop_after is not None and done >= stop_after

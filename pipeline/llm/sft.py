@@ -96,6 +96,28 @@ def adamw(params, lr: float, weight_decay: float, deepspeed: bool = False) -> to
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
+def accelerator(precision: str, batch_size: int, grad_accum: int = 1) -> Accelerator:
+    """The Accelerator of every LLM training loop here (sft, BDLM's joint training). Under
+    DeepSpeed it is told the micro-batch size: we batch by hand, with no DataLoader to read it
+    from. The schedule counts optimizer steps, so the loops step it themselves, once per step
+    (accelerate's default would step it once per process)."""
+    acc = Accelerator(mixed_precision=precision, gradient_accumulation_steps=grad_accum,
+                      step_scheduler_with_optimizer=False)
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        acc.state.deepspeed_plugin.deepspeed_config.update(
+            train_micro_batch_size_per_gpu=batch_size, train_batch_size=batch_size * grad_accum * acc.num_processes)
+    return acc
+
+
+def prepare_optimization(acc: Accelerator, model, lr: float, weight_decay: float, warmup_steps: int, steps: int):
+    """(model, AdamW, cosine schedule with warmup) over the trainable parameters, prepared by
+    `acc` (under DeepSpeed ZeRO-3 the model comes back as its engine)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = adamw(params, lr, weight_decay, deepspeed=acc.distributed_type == DistributedType.DEEPSPEED)
+    sched = get_cosine_schedule_with_warmup(opt, warmup_steps, steps)
+    return acc.prepare(model, opt, sched)
+
+
 def _lora(model, cfg: SFTConfig, new_token_ids: list[int]):
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -141,13 +163,10 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
     enc: Encoded = encode(tokenizer, prompts, answers, seq2seq, cfg.max_len)
     torch.manual_seed(cfg.seed)
     precision = resolve(cfg.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu", "sft.mixed_precision")
-    acc = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum)
+    acc = accelerator(precision, cfg.batch_size, cfg.grad_accum)
     if cfg.lora:
         model = _lora(model, cfg, new_token_ids or [])
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = adamw(params, cfg.lr, cfg.weight_decay, deepspeed=acc.distributed_type == DistributedType.DEEPSPEED)
-    sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps)
-    model, opt, sched = acc.prepare(model, opt, sched)
+    model, opt, sched = prepare_optimization(acc, model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.steps)
     start, history = _resume(acc, checkpoints)
     if start:
         log(f"[sft] resuming at step {start} from {checkpoints / 'latest'}")
@@ -163,9 +182,9 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
                 loss = answer_loss(model, batch)
                 acc.backward(loss)
                 opt.step()
-                sched.step()
                 opt.zero_grad()
             losses.append(loss.item())
+        sched.step()
         history.append({"step": step + 1, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0]})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", refresh=False)
         done = step + 1

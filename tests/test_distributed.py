@@ -1,0 +1,153 @@
+"""SFT and BDLM joint training through their multi-process paths, on the CPU (marker `slow`:
+each test launches processes): DeepSpeed ZeRO-3 from the shipped configs/accelerate_zero3.yaml
+on one process (on a CPU, accelerate runs DeepSpeed on one process only), and data parallelism
+on two processes (torchrun, gloo), the code path ZeRO-3 takes over several GPUs. The tiny
+setups are tests/test_bdlm.py's and tests/llm_tiny.py's."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from pipeline.llm.sft import SFTConfig, batch_indices
+from tests.conftest import REPO
+from tests.test_bdlm import CFG, trainer
+
+pytestmark = pytest.mark.slow
+
+# Each process: an interrupted run resumed from its checkpoint, and an uninterrupted one; the
+# final LLM (gathered), DRS and M of both, and M's write journal, go to out/rank<r>.pt.
+SCRIPT = """
+import sys
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+import torch
+from tests.test_bdlm import trainer
+out = Path({out!r})
+first = trainer()
+first.run(out / "ckpt", stop_after=3)
+resumed = trainer()
+resumed.run(out / "ckpt")
+whole = trainer()
+whole.run()
+result = {{"rank": whole.acc.process_index, "world": whole.acc.num_processes,
+          "distributed_type": str(whole.acc.distributed_type), "history": whole.history,
+          "resumed_history": resumed.history, "writes": whole.m.writes}}
+for name, t in (("whole", whole), ("resumed", resumed)):
+    result[name] = {{"llm": {{k: v.clone() for k, v in t.llm_state_dict().items()}},
+                    "drs": t.drs.state_dict(), "m": t.m.state_dict()}}
+torch.save(result, out / f"rank{{result['rank']}}.pt")
+"""
+
+
+SFT_SCRIPT = """
+import sys
+sys.path.insert(0, {repo!r})
+from tests.test_distributed import sft_run
+sft_run({out!r})
+"""
+
+
+def sft_run(out: str):
+    """A few SFT steps of the tiny LLaMA, saved (gathered under ZeRO-3) to out/model."""
+    from pipeline.llm.sft import train
+    from tests.llm_tiny import tiny_llama, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    prompts = [f"User {i} has watched movies. Answer:" for i in range(32)]
+    answers = ["Yes" if i % 3 else "No" for i in range(32)]
+    cfg = SFTConfig(steps=3, batch_size=4, lr=1e-3, warmup_steps=1, max_len=64)
+    torch.manual_seed(0)
+    return train(tiny_llama(tok, hidden=16), tok, prompts, answers, cfg, output_dir=Path(out) / "model")[1]
+
+
+def zero3_config(tmp_path: Path) -> list[str]:
+    """`accelerate launch` with the shipped config, on this CPU."""
+    config = yaml.safe_load((REPO / "configs/accelerate_zero3.yaml").read_text())
+    config.update(use_cpu=True, num_processes=1)
+    (tmp_path / "accelerate.yaml").write_text(yaml.safe_dump(config))
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "accelerate.yaml")]
+
+
+def launch(cmd: list[str], tmp_path: Path, env: dict[str, str], script_text: str = SCRIPT) -> list[dict]:
+    script = tmp_path / "run.py"
+    script.write_text(script_text.format(repo=str(REPO), out=str(tmp_path)))
+    res = subprocess.run(cmd + [str(script)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+    if res.returncode:  # the launcher's own traceback comes last: show the process's first
+        err = res.stderr
+        pytest.fail(res.stdout[-2000:] + err[err.find("Traceback"):][:6000])
+    return [torch.load(p, weights_only=False) for p in sorted(tmp_path.glob("rank*.pt"))]
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def assert_close(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k].float(), b[k].float(), rtol=0, atol=1e-6, msg=k)
+
+
+def test_sft_under_zero3_from_the_shipped_config_matches_one_process(tmp_path):
+    launch(zero3_config(tmp_path), tmp_path, {}, SFT_SCRIPT)
+    ref = tmp_path / "ref"
+    sft_run(str(ref))
+    # the weights gathered from ZeRO-3 and saved are those of the same steps on one process
+    assert_close(load_file(tmp_path / "model/model.safetensors"), load_file(ref / "model/model.safetensors"))
+
+
+def test_joint_training_under_zero3_from_the_shipped_config_matches_one_process(tmp_path):
+    [run] = launch(zero3_config(tmp_path), tmp_path, {})
+    assert run["distributed_type"] == "DistributedType.DEEPSPEED"
+    ref = trainer()
+    ref.run()
+    # same batches, same losses, up to the rounding of DeepSpeed's flat fp32 partitions
+    for got, want in zip(run["history"], ref.history, strict=True):
+        assert got.keys() == want.keys()
+        np.testing.assert_allclose([got[k] for k in sorted(got)], [want[k] for k in sorted(want)],
+                                   rtol=1e-4, atol=1e-6)
+    # DeepSpeed clips gradients at 1.0 unless told not to: ds_zero3.json does, so both paths take
+    # the same steps (with its default the weights here differ by up to 4e-5)
+    for part, want in (("llm", ref.model), ("drs", ref.drs), ("m", ref.m)):
+        assert_close(run["whole"][part], want.state_dict())
+    # kill and resume under ZeRO-3: bitwise the uninterrupted run
+    assert run["resumed_history"] == run["history"]
+    for part in ("llm", "drs", "m"):
+        assert_same(run["resumed"][part], run["whole"][part])
+
+
+def test_two_processes_share_the_step_and_stay_identical(tmp_path):
+    runs = launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"], tmp_path,
+                  {"ACCELERATE_USE_CPU": "true"})
+    assert [r["rank"] for r in runs] == [0, 1] and all(r["world"] == 2 for r in runs)
+    a, b = runs
+    # the DRS, M and the LLM are the same on both processes, and so is the resumed run
+    for part in ("llm", "drs", "m"):
+        assert_same(a["whole"][part], b["whole"][part])
+        assert_same(a["resumed"][part], a["whole"][part])
+    assert a["resumed_history"] == a["history"]
+    # each LLM step wrote the rows of both processes' prompts into M, not only its own
+    data = trainer().data
+    batches = SFTConfig(batch_size=CFG.batch_size, grad_accum=1, seed=CFG.seed)
+    for step in range(CFG.steps):
+        whole = sum((batch_indices(len(data.llm_enc.input_ids), batches, step, 0, r, 2) for r in range(2)), [])
+        want = {"user": len(np.unique(data.llm_users[whole])), "item": len(np.unique(data.llm_items[whole]))}
+        got = {name: n for s, side, name, n in a["writes"] if s == step and side == "llm"}
+        assert got == want, step
+        mine = batch_indices(len(data.llm_enc.input_ids), batches, step, 0, 0, 2)
+        assert len(np.unique(data.llm_items[mine])) <= want["item"]
+    # and the run differs from one process's (twice the prompts per step): it really split them
+    one = trainer()
+    one.run()
+    assert a["history"][-1]["llm_loss"] != one.history[-1]["llm_loss"]
