@@ -29,3 +29,25 @@ def test_missing_and_mistyped_params_are_named():
 def test_params_file_missing(tmp_path):
     with pytest.raises(PipelineError, match="params file not found"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_the_launcher_param_runs_the_llm_training_stages(tmp_path):
+    """`orchestration.launcher` is what DVC runs sft and joint_train with (README: the GPU route),
+    and only those: the other stages stay single-process `python`."""
+    import shutil
+
+    import yaml
+    from dvc.repo import Repo
+
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    launcher = "accelerate launch --config_file configs/accelerate_zero3.yaml"
+    params["orchestration"]["launcher"] = launcher
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    Repo.init(str(tmp_path), no_scm=True).close()
+    with Repo(str(tmp_path)) as repo:
+        cmds = {s.name: s.cmd for s in repo.index.stages}
+    launched = {name.split("@")[0] for name, cmd in cmds.items() if cmd.startswith(launcher + " -m stages.")}
+    assert launched == {"sft", "joint_train"}
+    assert all(cmd.startswith("python -m stages.") for name, cmd in cmds.items()
+               if name.split("@")[0] not in launched)
