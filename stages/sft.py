@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
+from contextlib import nullcontext
 
 import pyarrow.parquet as pq
 import torch
@@ -84,11 +86,18 @@ def main() -> None:
     print(f"[sft] {args.dataset}/{args.variant}: vocab={mode} aux={aux}, {len(prompts)} samples, "
           f"{cfg.steps} steps x {cfg.batch_size} x {cfg.grad_accum}")
     start = time.perf_counter()
-    with atomic_dir(paths.sft(args.dataset, args.variant)) as tmp:
+    # under `accelerate launch` every process trains, the main one alone writes (train() saves
+    # there only, after gathering the weights from all of them)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # set by torchrun, accelerate and deepspeed
+    out = paths.sft(args.dataset, args.variant)
+    with atomic_dir(out) if main_process else nullcontext(out) as tmp:
         _, history, stats = train(model, tokenizer, prompts, answers, cfg, checkpoints=checkpoints,
                                   new_token_ids=new_ids, output_dir=tmp)
-        write_json({"variant": args.variant, "vocab": mode, "aux": aux, "base": vocab.get("base"),
-                    "n_users": vocab["n_users"], "n_items": vocab["n_items"]}, tmp / "variant.json")
+        if main_process:
+            write_json({"variant": args.variant, "vocab": mode, "aux": aux, "base": vocab.get("base"),
+                        "n_users": vocab["n_users"], "n_items": vocab["n_items"]}, tmp / "variant.json")
+    if not main_process:
+        return
     shutil.rmtree(checkpoints, ignore_errors=True)
     write_json({"dataset": args.dataset, "variant": args.variant, "vocab": mode, "aux": aux,
                 "train_seconds": round(time.perf_counter() - start, 1), "samples": stats["samples"],

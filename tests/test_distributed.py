@@ -5,6 +5,7 @@ on two processes (torchrun, gloo), the code path ZeRO-3 takes over several GPUs.
 setups are tests/test_bdlm.py's and tests/llm_tiny.py's."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -151,3 +152,29 @@ def test_two_processes_share_the_step_and_stay_identical(tmp_path):
     one = trainer()
     one.run()
     assert a["history"][-1]["llm_loss"] != one.history[-1]["llm_loss"]
+
+
+def test_stages_under_two_processes_write_their_outputs_once_and_whole(tmp_path):
+    """sft and joint_train run by torchrun: each process trains, the main one alone writes (a
+    second writer would race the first to the output folder with a folder holding no model)."""
+    from tests.test_bdlm import make_project
+
+    make_project(tmp_path)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["llm"] = {"vocab_modes": ["pe"], "variant": {"full": {"vocab": "pe", "aux": False}}}
+    params["sft"] = {**SFTConfig(steps=2, batch_size=2, max_len=64, checkpoint_every=1).__dict__,
+                     "task_weights": {"interaction": 1.0, "topk": 1.0}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONPATH": str(REPO)}
+    for args in (["stages.sft", "tiny", "full"], ["stages.joint_train", "tiny", "bdlm"]):
+        res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", *args],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[res.stderr.find("Traceback"):][:6000]
+    sft_out, joint_out = tmp_path / "data/llm/tiny/sft/full", tmp_path / "data/joint/tiny/bdlm"
+    assert {"model.safetensors", "variant.json", "config.json"} <= {p.name for p in sft_out.iterdir()}
+    assert {"llm", "drs.safetensors", "sharing.safetensors", "config.json"} == {p.name for p in joint_out.iterdir()}
+    assert (joint_out / "llm/model.safetensors").exists()
+    leftovers = [p.name for d in (sft_out.parent, joint_out.parent) for p in d.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+    history = json.loads((tmp_path / "data/metrics/sft/tiny/full.json").read_text())["history"]
+    assert len(history) == 2

@@ -219,6 +219,7 @@ class JointTrainer:
             tmp.mkdir(parents=True)
         self.acc.wait_for_everyone()
         self.acc.save_state(str(tmp / "llm"))  # every process: ZeRO-3 shards are saved by their owners
+        self.acc.wait_for_everyone()  # all written before the folder is swapped in
         if main:
             torch.save(self._state(), tmp / "state.pt")
             (tmp / "progress.json").write_text(json.dumps({"step": self.step, "params_hash": self.hash}))

@@ -131,6 +131,7 @@ def _save_checkpoint(acc: Accelerator, folder: Path, step: int, history: list[di
     """Write the full training state to folder/latest, replacing it only once complete."""
     tmp, final = folder / f".step-{step}.tmp", folder / "latest"
     acc.save_state(str(tmp))
+    acc.wait_for_everyone()  # every process has written its part before the folder is swapped in
     if acc.is_main_process:
         (tmp / "progress.json").write_text(json.dumps({"step": step, "history": history}))
         old = folder / ".latest.old"
