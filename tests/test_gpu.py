@@ -1,6 +1,7 @@
 """GPU smoke tests (marker `gpu`, deselected by default; run with `pytest -m gpu` on a CUDA
 machine): SFT of a tiny LLaMA under `accelerate launch` with DeepSpeed ZeRO-3 and bf16, the
-configuration the paper-scale runs use, then the gathered checkpoint loads back."""
+configuration the paper-scale runs use, then the gathered checkpoint loads back; BDLM joint
+training under ZeRO-3 on every GPU. Not run by the sessions that wrote them (no GPU was lent)."""
 from __future__ import annotations
 
 import subprocess
@@ -38,3 +39,20 @@ def test_sft_under_deepspeed_zero3(tmp_path):
 
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_joint_training_under_deepspeed_zero3_on_every_gpu(tmp_path):
+    """tests/test_distributed.py's run (kill, resume, uninterrupted) sharded over the GPUs:
+    every process ends with the same LLM, DRS and M, and the resumed run is the same run."""
+    from tests.test_distributed import assert_close, launch
+
+    runs = launch([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                   str(REPO / "configs/accelerate_zero3.yaml"), "--num_processes", str(torch.cuda.device_count())],
+                  tmp_path, {})
+    assert len(runs) == torch.cuda.device_count()
+    assert all(r["distributed_type"] == "DistributedType.DEEPSPEED" for r in runs)
+    for r in runs:  # to 1e-6, not bitwise: CUDA's embedding backward accumulates with atomics
+        for part in ("llm", "drs", "m"):
+            assert_close(r["whole"][part], runs[0]["whole"][part])
+            assert_close(r["resumed"][part], r["whole"][part])
