@@ -451,7 +451,7 @@ def markdown_report(rep: dict, plots: dict[str, str] | None = None) -> str:
                 "|---|---|---|---|---|"]
         out += [f"| {t['kind']} | {t['name']} | {_fmt(t['train_seconds'], 0)} | {t['steps'] or '-'} | "
                 + (_fmt(t["final_loss"], 4) if t["final_loss"] is not None or not t["final"] else
-                   ", ".join(f"{k} {v:.4f}" for k, v in t["final"].items())) + " |" for t in rep["training"]]
+                   ", ".join(f"{k} {v:.4g}" for k, v in t["final"].items())) + " |" for t in rep["training"]]
     out += ["", "## Missing inputs", ""]
     out += [f"- `{m}`: {how_to_produce(m)}" for m in rep["missing"]] or ["None: every table row has its metrics file."]
     out += ["", "## Plots", "",
