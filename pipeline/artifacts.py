@@ -59,6 +59,21 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def write_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """A safetensors file, atomically and byte-for-byte repeatable. safetensors writes its
+    metadata in hash-map order, which changes from process to process, so the same tensors
+    gave files with different bytes and DVC hashes (and re-ran every stage downstream): the
+    header is written again with sorted keys (tensor offsets are explicit, so order is free)."""
+    from safetensors.torch import save
+
+    blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    n = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # safetensors pads the header to 8 bytes with spaces
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(len(header).to_bytes(8, "little") + header + blob[8 + n:])
+
+
 def write_parquet(table: pa.Table, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")

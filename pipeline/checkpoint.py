@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from pipeline import paths
-from pipeline.artifacts import atomic_path, read_json
+from pipeline.artifacts import read_json, write_safetensors
 from pipeline.errors import PipelineError
 from pipeline.models.base import DomainModel
 from pipeline.models.data import Interactions
@@ -14,9 +14,7 @@ from pipeline.models.registry import model_class
 
 
 def save_weights(model: DomainModel, path: Path, metadata: dict[str, str]) -> None:
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+    write_safetensors(model.state_dict(), path, metadata)
 
 
 def load_trained(ds: str, model: str, expected_cfg: dict, train: Interactions) -> tuple[DomainModel, dict]:

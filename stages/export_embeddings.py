@@ -10,10 +10,9 @@ import hashlib
 import json
 
 import torch
-from safetensors.torch import save_file
 
 from pipeline import paths
-from pipeline.artifacts import atomic_path
+from pipeline.artifacts import write_safetensors
 from pipeline.checkpoint import load_trained
 from pipeline.cli import dataset_parser, run
 from pipeline.evaluation import EvalSets
@@ -33,8 +32,7 @@ def main() -> None:
     meta = {"model": args.model, "dataset": args.dataset, "dim": str(user.shape[1]),
             "params_hash": hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:16]}
     out = paths.embeddings(args.dataset, args.model)
-    with atomic_path(out) as tmp:
-        save_file({"user": user, "item": item}, str(tmp), metadata=meta)
+    write_safetensors({"user": user, "item": item}, out, meta)
     print(f"[export_embeddings] {out}: user {tuple(user.shape)}, item {tuple(item.shape)}")
 
 

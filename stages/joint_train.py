@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import torch
 
 from pipeline import paths
-from pipeline.artifacts import atomic_dir, file_digest, read_json, write_json
+from pipeline.artifacts import atomic_dir, file_digest, read_json, write_json, write_safetensors
 from pipeline.bdlm import (DRS, JointConfig, JointData, JointTrainer, LLMRows, Sharing, check_id_spaces,
                            initial_projection, save_drs)
 from pipeline.checkpoint import load_trained
@@ -151,9 +151,7 @@ def main() -> None:
         llm.save_pretrained(tmp / "llm", state_dict=llm_state)
         tokenizer.save_pretrained(tmp / "llm")
         save_drs(drs, tmp / "drs.safetensors", meta)
-        from safetensors.torch import save_file
-        save_file({"user": sharing.user.contiguous(), "item": sharing.item.contiguous()},
-                  str(tmp / "sharing.safetensors"), metadata=meta)
+        write_safetensors({"user": sharing.user, "item": sharing.item}, tmp / "sharing.safetensors", meta)
         write_json(config, tmp / "config.json")
     shutil.rmtree(checkpoints, ignore_errors=True)
     writes = {side: sum(1 for w in sharing.writes if w[1] == side) for side in ("llm", "drs")}

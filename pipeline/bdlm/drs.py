@@ -171,13 +171,9 @@ def evaluate_drs(drs: DRS, features: Callable[[list[str]], torch.Tensor], valid:
 
 
 def save_drs(drs: DRS, path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
+    from pipeline.artifacts import write_safetensors
 
-    from pipeline.artifacts import atomic_path
-
-    state = {k: v.detach().contiguous().cpu() for k, v in drs.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+    write_safetensors(drs.state_dict(), path, metadata)
 
 
 def load_drs(path: Path, domain: DomainModel, hidden: int, train) -> DRS:
