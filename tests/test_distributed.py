@@ -146,8 +146,6 @@ def test_two_processes_share_the_step_and_stay_identical(tmp_path):
         want = {"user": len(np.unique(data.llm_users[whole])), "item": len(np.unique(data.llm_items[whole]))}
         got = {name: n for s, side, name, n in a["writes"] if s == step and side == "llm"}
         assert got == want, step
-        mine = batch_indices(len(data.llm_enc.input_ids), batches, step, 0, 0, 2)
-        assert len(np.unique(data.llm_items[mine])) <= want["item"]
     # and the run differs from one process's (twice the prompts per step): it really split them
     one = trainer()
     one.run()

@@ -48,8 +48,7 @@ class LLMRows:
         self.embed = model.get_input_embeddings()
         self.first = {"user": first_user, "item": first_item}
         self.n = {"user": n_users, "item": n_items}
-        self.hidden = int(embedding_shape(self.embed)[1])
-        rows = embedding_shape(self.embed)[0]
+        rows, self.hidden = embedding_shape(self.embed)
         for name in ("user", "item"):
             if self.first[name] is None or self.first[name] + self.n[name] > rows:
                 raise PipelineError(f"LLM has {rows} embedding rows, too few for {n_users} user and {n_items} "
@@ -65,4 +64,5 @@ class LLMRows:
 
 def embedding_shape(embed: nn.Module) -> tuple[int, int]:
     """[rows, hidden] of an embedding, also when ZeRO-3 has partitioned its weight away."""
-    return tuple(getattr(embed.weight, "ds_shape", embed.weight.shape))
+    rows, hidden = getattr(embed.weight, "ds_shape", embed.weight.shape)
+    return int(rows), int(hidden)

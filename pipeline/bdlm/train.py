@@ -22,7 +22,6 @@ from pipeline.errors import PipelineError
 from pipeline.llm.base import is_seq2seq
 from pipeline.llm.encoding import collate, encode
 from pipeline.llm.forward import answer_loss
-from pipeline.llm.precision import resolve
 from pipeline.llm.sft import SFTConfig, accelerator, batch_indices, prepare_optimization, training_pairs
 
 SHARE = ("users", "items", "both")
@@ -123,11 +122,10 @@ class JointTrainer:
         self.hash = params_hash or cfg.params_hash()
         self.sides = sides
         self.seq2seq = is_seq2seq(model)
-        self.precision = resolve(cfg.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu",
-                                 "joint.train.mixed_precision")
         self.tables = shared_tables(cfg.share)
         torch.manual_seed(cfg.seed)
-        self.acc = accelerator(self.precision, cfg.batch_size)
+        self.acc = accelerator(cfg.mixed_precision, "joint.train.mixed_precision", cfg.batch_size)
+        self.precision = self.acc.mixed_precision
         # engine: what trains (the model itself on one process, its DeepSpeed/DDP wrapper otherwise);
         # self.model stays the transformers model, for features and rows
         self.engine, self.llm_opt, self.llm_sched = prepare_optimization(
@@ -172,11 +170,10 @@ class JointTrainer:
         self.llm_opt.step()
         self.llm_opt.zero_grad()
         self.llm_sched.step()
+        every = {"user": _ids(self.data.llm_users[whole]), "item": _ids(self.data.llm_items[whole])}
         with torch.no_grad():  # every process writes the rows of the whole step's users/items
-            for name, ids_of in (("user", self.data.llm_users), ("item", self.data.llm_items)):
-                if name in self.tables:
-                    every = _ids(ids_of[whole])
-                    self.m.write(step, "llm", name, every, self.rows.rows(name, every))
+            for name in self.tables:
+                self.m.write(step, "llm", name, every[name], self.rows.rows(name, every[name]))
         return {"llm_loss": task.item(), "llm_ml": ml.item(), "lr": self.llm_sched.get_last_lr()[0]}
 
     def drs_step(self, step: int, k: int) -> dict:

@@ -96,11 +96,13 @@ def adamw(params, lr: float, weight_decay: float, deepspeed: bool = False) -> to
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
-def accelerator(precision: str, batch_size: int, grad_accum: int = 1) -> Accelerator:
-    """The Accelerator of every LLM training loop here (sft, BDLM's joint training). Under
+def accelerator(mixed_precision: str, param: str, batch_size: int, grad_accum: int = 1) -> Accelerator:
+    """The Accelerator of every LLM training loop here (sft, BDLM's joint training), in the
+    precision the `param` setting resolves to on this machine (`acc.mixed_precision`). Under
     DeepSpeed it is told the micro-batch size: we batch by hand, with no DataLoader to read it
     from. The schedule counts optimizer steps, so the loops step it themselves, once per step
     (accelerate's default would step it once per process)."""
+    precision = resolve(mixed_precision, "cuda" if torch.cuda.is_available() else "cpu", param)
     acc = Accelerator(mixed_precision=precision, gradient_accumulation_steps=grad_accum,
                       step_scheduler_with_optimizer=False)
     if acc.distributed_type == DistributedType.DEEPSPEED:
@@ -163,8 +165,7 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
     seq2seq = bool(model.config.is_encoder_decoder)
     enc: Encoded = encode(tokenizer, prompts, answers, seq2seq, cfg.max_len)
     torch.manual_seed(cfg.seed)
-    precision = resolve(cfg.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu", "sft.mixed_precision")
-    acc = accelerator(precision, cfg.batch_size, cfg.grad_accum)
+    acc = accelerator(cfg.mixed_precision, "sft.mixed_precision", cfg.batch_size, cfg.grad_accum)
     if cfg.lora:
         model = _lora(model, cfg, new_token_ids or [])
     model, opt, sched = prepare_optimization(acc, model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.steps)
@@ -206,4 +207,4 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
         acc.wait_for_everyone()
     model.eval()
     return model, history, {"samples": len(enc.input_ids), "truncated": enc.truncated,
-                            "precision": precision, "config": asdict(cfg)}
+                            "precision": acc.mixed_precision, "config": asdict(cfg)}
