@@ -19,7 +19,8 @@ def config(params: dict) -> NegativesConfig:
                            binary_negatives=g("binary_negatives", int),
                            popularity_alpha=g("popularity_alpha", (int, float)),
                            text_fraction=g("text_fraction", (int, float)), text_pool=g("text_pool", int),
-                           text_backend=g("text_backend", str))
+                           text_backend=g("text_backend", str), text_anchor=g("text_anchor", str),
+                           text_history=g("text_history", int))
 
 
 def main() -> None:
@@ -34,7 +35,8 @@ def main() -> None:
             write_parquet(table, out / f"{name}.parquet")
     write_json({"dataset": args.dataset, "text_backend": cfg.text_backend, **stats},
                paths.metrics("negatives", args.dataset))
-    print(f"[negatives] {args.dataset}: " + ", ".join(f"{k} {v['rows']:,}" for k, v in stats.items()))
+    print(f"[negatives] {args.dataset}: " + f"text anchor {stats['text_anchor']}, "
+          + ", ".join(f"{k} {v['rows']:,}" for k, v in stats.items() if isinstance(v, dict)))
 
 
 if __name__ == "__main__":

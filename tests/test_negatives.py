@@ -56,7 +56,7 @@ def test_text_negatives_come_from_similar_titles():
     n_items = 300
     splits = random_log(50, n_items, (4, 8), seed=4)
     titles = [f"family{i // 10} common" for i in range(n_items)]  # 30 families of 10 similar titles
-    cfg = NegativesConfig(seed=0, text_fraction=1.0, text_pool=9, topk_negatives=5)
+    cfg = NegativesConfig(seed=0, text_fraction=1.0, text_pool=9, topk_negatives=5, text_anchor="positive")
     tables, stats = make_all(splits, titles, cfg)
     for row in tables["test_topk"].to_pylist():
         fam = row["pos_iid"] // 10
@@ -141,3 +141,56 @@ def test_topk_never_returns_self():
     got = topk_neighbors(x, np.arange(5), 10)
     for q in range(5):
         assert q not in got[q] and sorted(got[q][got[q] >= 0]) == [j for j in range(5) if j != q]
+
+
+def _hub_catalogue(n_users=300, n_items=800, window=5, seed=0):
+    """A chain of titles: item i is the words w_i .. w_{i+window-1}, so its nearest titles are
+    its neighbours on the chain, which share words with it but fewer with each other. Users
+    hold random items. Positive-anchored text negatives are then the positive's chain
+    neighbours and the positive is the one candidate similar to all of them (the hub)."""
+    titles = [" ".join(f"w{j}" for j in range(i, i + window)) for i in range(n_items)]
+    return random_log(n_users, n_items, (8, 16), seed=seed), titles
+
+
+@pytest.mark.parametrize("anchor, gives_away", [("positive", True), ("history", False)])
+def test_positive_anchor_makes_the_positive_a_hub_and_history_anchor_does_not(anchor, gives_away):
+    from pipeline.floors import centrality, floor_scores
+    from pipeline.metrics import positive_rank
+    from pipeline.stats import wilson
+
+    splits, titles = _hub_catalogue()
+    vectors = tfidf_vectors(titles, max_df=1.0)
+    cfg = NegativesConfig(seed=5, text_fraction=0.5, text_pool=8, text_anchor=anchor)
+    tables, stats = make_all(splits, titles, cfg, vectors=vectors)
+    assert stats["text_anchor"] == anchor
+    t = tables["test_topk"]
+    cands = np.stack(t["candidates"].to_numpy(zero_copy_only=False)).astype(np.int64)
+    hits = positive_rank(centrality(vectors, cands), t["label_index"].to_numpy()) < 1
+    iv = wilson(int(hits.sum()), len(hits))
+    chance = 1 / cands.shape[1]
+    if gives_away:
+        assert iv.low > chance  # the user-agnostic scorer wins
+    else:
+        assert iv.low <= chance  # indistinguishable from (or below) chance
+        anti = positive_rank(-floor_scores("centrality", cands, vectors, np.zeros(len(titles)), 0),
+                             t["label_index"].to_numpy()) < 1
+        assert wilson(int(anti.sum()), len(anti)).low <= chance
+
+
+def test_history_pool_round_robin_and_dedup():
+    from pipeline.negatives import history_pool, recent_items
+
+    nb = {1: [10, 11, 12], 2: [20, 10, 21], 3: [30, 31, 32]}
+    anchors = np.array([[1, 2], [-1, 3]])
+    pool = history_pool(anchors, lambda items: np.array([nb[int(i)] for i in items]), 3)
+    # newest anchor (2) first, then 1; rank-major; 10 appears twice and is kept once
+    assert pool.tolist() == [[20, 10, 11], [30, 31, 32]]
+    got = recent_items(np.array([0, 0, 0, 1]), np.array([5, 6, 7, 8]), np.array([0, 1, 2]), 2)
+    assert got.tolist() == [[6, 7], [-1, 8], [-1, -1]]
+
+
+def test_text_anchor_is_validated():
+    with pytest.raises(PipelineError, match="negatives.text_anchor must be one of history, positive, got 'item'"):
+        NegativesConfig(text_anchor="item")
+    with pytest.raises(PipelineError, match="negatives.text_history"):
+        NegativesConfig(text_history=0)
