@@ -63,8 +63,8 @@ class EvalSets:
 
 def user_subset(test: pa.Table, max_users: int | None, seed: int) -> np.ndarray:
     """The seeded subset of test users every LLM row is scored on (evaluate_llm.max_users /
-    seed), drawn from the users of `test` (the test prompts): domain models are scored on it
-    too, so Table 3 compares every row on the same users."""
+    seed), drawn from the users of `test` (the test split: a function of the split alone, so
+    the domain models need no prompts to be scored on it)."""
     users = np.unique(test["uid"].to_numpy())
     users = users[users >= 0]
     if max_users is None or max_users >= len(users):
@@ -105,26 +105,84 @@ def valid_score(model: DomainModel, ev: EvalSets) -> float:
     return retrieval(model, ev, "valid", ks=(10,))["NDCG@10"]
 
 
-def evaluate(model: DomainModel, ev: EvalSets) -> dict:
-    """All protocols on test (and the valid ones needed to fix the binary threshold)."""
+def outcomes(model: DomainModel, ev: EvalSets) -> pa.Table:
+    """The domain model's per-user outcomes on every protocol (pipeline.metrics.Outcomes): test
+    sets, plus the valid binary set that fixes the threshold. `metrics.summarize` turns them
+    into metrics with intervals for any user set."""
     model.eval()
-    out: dict[str, dict] = {"retrieval": retrieval(model, ev, "test")}
-    for protocol, ks in (("topk", (1, 2, 5, 10)), ("ranking", (1, 5, 10))):
-        t = ev.candidates[f"test_{protocol}"]
-        cands = np.stack(t["candidates"].to_numpy(zero_copy_only=False)).astype(np.int64)
-        out[protocol] = metrics.candidate_metrics(_scores(model, t["uid"].to_numpy(), cands),
-                                                  t["label_index"].to_numpy(), ks)
-    bin_scores = {}
+    out = metrics.Outcomes()
+    t = ev.splits["test"]
+    model.set_history(ev.history("test"))
+    with torch.no_grad():
+        masked, unmasked = metrics.retrieval_ranks(lambda u: model.score_all(_ids(u)).float().numpy(),
+                                                   t["uid"].to_numpy(), t["iid"].to_numpy(), ev.known("test"))
+    out.ranks("retrieval", t["uid"].to_numpy(), masked)
+    out.ranks("retrieval_unmasked", t["uid"].to_numpy(), unmasked)
+    for protocol in ("topk", "ranking"):
+        c = ev.candidates[f"test_{protocol}"]
+        cands = np.stack(c["candidates"].to_numpy(zero_copy_only=False)).astype(np.int64)
+        out.candidates(protocol, c["uid"].to_numpy(), _scores(model, c["uid"].to_numpy(), cands),
+                       c["label_index"].to_numpy())
     for split in ("valid", "test"):
         model.set_history(ev.history(split))
-        t = ev.candidates[f"{split}_binary"]
-        bin_scores[split] = (_scores(model, t["uid"].to_numpy(), t["iid"].to_numpy()[:, None])[:, 0],
-                             t["label"].to_numpy())
-    threshold = metrics.best_threshold(*bin_scores["valid"])
-    out["binary"] = metrics.binary_metrics(*bin_scores["test"], threshold)
+        c = ev.candidates[f"{split}_binary"]
+        s = _scores(model, c["uid"].to_numpy(), c["iid"].to_numpy()[:, None])[:, 0]
+        out.binary(split, c["uid"].to_numpy(), c["label"].to_numpy(), s)
+    model.set_history(ev.history("test"))
     if getattr(model, "predicts_ratings", False):
-        t = ev.splits["test"]
         with torch.no_grad():
             pred = model.predict(_ids(t["uid"].to_numpy()), _ids(t["iid"].to_numpy())).numpy()
-        out["rating"] = metrics.rating_metrics(np.clip(pred, 1, 5), t["rating"].to_numpy())
-    return out
+        out.rating(t["uid"].to_numpy(), t["rating"].to_numpy(), np.clip(pred, 1, 5))
+    return out.table()
+
+
+def evaluate(model: DomainModel, ev: EvalSets, cfg: metrics.StatsConfig = metrics.StatsConfig()) -> dict:
+    """All protocols on test, with intervals (the valid binary set fixes the threshold)."""
+    return metrics.summarize(outcomes(model, ev), None, cfg)
+
+
+# Metrics files carry intervals ("ci") from schema 2 on; the report refuses older files.
+METRICS_SCHEMA = 2
+
+
+def stats_config(params: dict) -> metrics.StatsConfig:
+    """params.yaml `evaluation`: the intervals' level and bootstrap size, the bootstrap seed."""
+    from pipeline.errors import PipelineError
+    from pipeline.params import get, section
+
+    sec = section(params, "evaluation")
+    cfg = metrics.StatsConfig(confidence=float(get(sec, "confidence", (int, float), "evaluation")),
+                              bootstrap_samples=get(sec, "bootstrap_samples", int, "evaluation"),
+                              seed=get(sec, "seed", int, "evaluation"))
+    if not 0 < cfg.confidence < 1:
+        raise PipelineError(f"params.yaml: evaluation.confidence must be in (0, 1), got {cfg.confidence}")
+    if cfg.bootstrap_samples < 100:
+        raise PipelineError(f"params.yaml: evaluation.bootstrap_samples must be >= 100, got {cfg.bootstrap_samples}")
+    return cfg
+
+
+def _json_safe(obj):
+    """NaN/inf (e.g. AUC of a one-class set) as null: bare NaN is not JSON."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def write_scores(table: pa.Table, cfg: metrics.StatsConfig, header: dict, metrics_path: Path,
+                 outcomes_path: Path, subsets: dict[str, np.ndarray] | None = None) -> dict:
+    """The one writer of a scored row: its per-user outcomes (Parquet, for paired tests) and its
+    metrics with intervals (JSON), on all users in `table` and on each named user subset."""
+    from pipeline.artifacts import write_json, write_parquet
+
+    summary = {**header, "schema": METRICS_SCHEMA, **metrics.summarize(table, None, cfg),
+               "confidence": cfg.confidence}
+    for name, users in (subsets or {}).items():
+        summary[name] = metrics.summarize(table, np.asarray(users), cfg)
+    summary = _json_safe(summary)
+    write_parquet(table, outcomes_path)
+    write_json(summary, metrics_path)
+    return summary

@@ -60,3 +60,36 @@ def floor_scores(name: str, cands: np.ndarray, vectors, log_pop: np.ndarray, see
     if name == "centrality_pop":
         return _zscore_rows(cent) + _zscore_rows(log_pop[cands])
     raise ValueError(f"unknown floor {name!r}; known: {', '.join(FLOORS)}")
+
+
+# scorers the give-away check runs: the floors, plus centrality reversed (a positive that is
+# the *least* central candidate gives itself away just as well)
+CHECKED = ("centrality", "anti_centrality", "centrality_pop")
+
+
+def giveaway_check(sets: dict, vectors, log_pop: np.ndarray, confidence: float = 0.95) -> dict:
+    """HR@1 of each user-agnostic text scorer on every candidate set ('<split>_<protocol>' ->
+    table with candidates, label_index), its Wilson interval and chance (1 / candidates).
+    `gives_away` is true where a text-only scorer (centrality or its reverse) beats chance by
+    more than its interval allows: a trained model's number on those sets is not what it says."""
+    from pipeline.metrics import positive_rank
+    from pipeline.stats import wilson
+
+    rows, flagged = [], []
+    for name, t in sorted(sets.items()):
+        if "candidates" not in t.column_names or not t.num_rows:
+            continue
+        cands = np.stack(t["candidates"].to_numpy(zero_copy_only=False)).astype(np.int64)
+        chance = 1.0 / cands.shape[1]
+        cent = centrality(vectors, cands)
+        for scorer in CHECKED:
+            s = {"centrality": cent, "anti_centrality": -cent,
+                 "centrality_pop": _zscore_rows(cent) + _zscore_rows(log_pop[cands])}[scorer]
+            hits = positive_rank(s, t["label_index"].to_numpy()) < 1
+            iv = wilson(int(hits.sum()), len(hits), confidence)
+            beats = bool(iv.low > chance)
+            rows.append({"set": name, "scorer": scorer, "HR@1": iv.value, "low": iv.low, "high": iv.high,
+                         "chance": chance, "beats_chance": beats, "users": int(len(hits))})
+            if beats and scorer != "centrality_pop":  # popularity may beat chance: MostPop is a baseline
+                flagged.append(f"{scorer} on {name}: HR@1 {iv.value:.3f} [{iv.low:.3f}, {iv.high:.3f}] vs chance {chance:.3f}")
+    return {"rows": rows, "gives_away": bool(flagged), "flagged": flagged}

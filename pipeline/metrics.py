@@ -72,22 +72,8 @@ def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> 
 
 def retrieval_metrics(score_users: Callable[[np.ndarray], np.ndarray], users: np.ndarray, targets: np.ndarray,
                       known: sp.csr_matrix, ks: Iterable[int] = RETRIEVAL_KS, batch: int = 1024) -> dict:
-    """Full-item ranking. `score_users(uids) -> [len(uids), n_items]` scores; `known` is a
-    users x items CSR of items to mask (the user's training history, plus valid at test
-    time); the target itself is never masked."""
-    users, targets = np.asarray(users), np.asarray(targets)
-    ranks = np.empty(len(users), dtype=np.int64)
-    for start in range(0, len(users), batch):
-        u, t = users[start:start + batch], targets[start:start + batch]
-        scores = np.asarray(score_users(u), dtype=np.float64)
-        rows = np.arange(len(u))
-        target_score = scores[rows, t].copy()
-        mask = known[u].tocoo()
-        scores[mask.row, mask.col] = -np.inf
-        scores[rows, t] = target_score
-        ranks[start:start + len(u)] = (scores >= target_score[:, None]).sum(axis=1) - 1
-        ranks[start:start + len(u)][np.isnan(target_score)] = scores.shape[1] - 1
-    return rank_metrics(ranks, ks, prefix="Recall")
+    """Full-item ranking (Recall@k, NDCG@k), the user's known items masked (retrieval_ranks)."""
+    return rank_metrics(retrieval_ranks(score_users, users, targets, known, batch)[0], ks, prefix="Recall")
 
 
 def rating_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
@@ -102,3 +88,199 @@ def known_items(n_users: int, n_items: int, *splits) -> sp.csr_matrix:
     m = sp.csr_matrix((np.ones(len(u), dtype=np.float32), (u, i)), shape=(n_users, n_items))
     m.sum_duplicates()
     return m
+
+
+# --------------------------------------------------------------------------------------
+# The one evaluator. Every model (domain, floor, LLM, BDLM-drs) is reduced to per-user
+# outcomes -- the positive's rank per candidate/retrieval protocol, the binary rows' scores
+# and labels, the rating predictions -- by a thin score adapter; `summarize` turns outcomes of
+# any user set into the metrics, their 95% intervals and the binary threshold, so the rules
+# below (ks, threshold on valid, tie handling, intervals) live here only. The outcomes are
+# also what the report's paired tests read: two rows are compared on the same users.
+# --------------------------------------------------------------------------------------
+from dataclasses import dataclass  # noqa: E402
+
+import pyarrow as pa  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    kind: str                  # candidates | retrieval | binary | rating
+    ks: tuple[int, ...] = ()
+    hit: str = "HR"            # name of the hit metric (Recall for retrieval)
+
+
+PROTOCOLS = {
+    "topk": Protocol("topk", "candidates", CANDIDATE_KS),                        # BDLM: 1 + 19
+    "ranking": Protocol("ranking", "candidates", (1, 5, 10)),                     # Cao et al.: 1 + 99
+    # full-item retrieval, the user's train (+ valid at test) items masked: RecBole's convention
+    "retrieval": Protocol("retrieval", "retrieval", RETRIEVAL_KS, "Recall"),
+    # nothing masked: the P5/TIGER convention most published LLM-recommendation numbers use
+    "retrieval_unmasked": Protocol("retrieval_unmasked", "retrieval", RETRIEVAL_KS, "Recall"),
+    "binary": Protocol("binary", "binary"),                                      # threshold on valid
+    "rating": Protocol("rating", "rating"),
+}
+OUTCOME_SCHEMA = pa.schema([("protocol", pa.string()), ("uid", pa.int32()), ("rank", pa.int32()),
+                            ("target", pa.float64()), ("score", pa.float64())])
+
+
+class Outcomes:
+    """Per-user outcomes of one model, collected protocol by protocol (OUTCOME_SCHEMA):
+    rank rows for candidate and retrieval protocols, (target = label, score) rows for the
+    binary sets (`binary` on test, `binary_valid` to fix the threshold), (target = rating,
+    score = prediction) rows for rating."""
+
+    def __init__(self):
+        self.parts: list[pa.Table] = []
+
+    def _add(self, protocol: str, uids, rank=None, target=None, score=None) -> None:
+        n = len(uids)
+        nan = np.full(n, np.nan)
+        self.parts.append(pa.table({
+            "protocol": pa.array([protocol] * n, pa.string()), "uid": pa.array(np.asarray(uids), pa.int32()),
+            "rank": pa.array(np.full(n, -1) if rank is None else np.asarray(rank), pa.int32()),
+            "target": pa.array(nan if target is None else np.asarray(target, dtype=np.float64)),
+            "score": pa.array(nan if score is None else np.asarray(score, dtype=np.float64))},
+            schema=OUTCOME_SCHEMA))
+
+    def candidates(self, protocol: str, uids, scores: np.ndarray, label_index) -> None:
+        self._add(protocol, uids, rank=positive_rank(scores, np.asarray(label_index)))
+
+    def ranks(self, protocol: str, uids, ranks) -> None:
+        self._add(protocol, uids, rank=ranks)
+
+    def binary(self, split: str, uids, labels, scores) -> None:
+        self._add("binary" if split == "test" else f"binary_{split}", uids, target=labels, score=scores)
+
+    def rating(self, uids, true, pred) -> None:
+        self._add("rating", uids, target=true, score=pred)
+
+    def table(self) -> pa.Table:
+        return pa.concat_tables(self.parts) if self.parts else OUTCOME_SCHEMA.empty_table()
+
+
+def retrieval_ranks(score_users: Callable[[np.ndarray], np.ndarray], users: np.ndarray, targets: np.ndarray,
+                    known: sp.csr_matrix, batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """0-based rank of each target over all items: (known items masked, nothing masked).
+    `known` is users x items (train, plus valid at test time); the target is never masked."""
+    users, targets = np.asarray(users), np.asarray(targets)
+    masked = np.empty(len(users), dtype=np.int64)
+    unmasked = np.empty(len(users), dtype=np.int64)
+    for start in range(0, len(users), batch):
+        u, t = users[start:start + batch], targets[start:start + batch]
+        scores = np.asarray(score_users(u), dtype=np.float64)
+        rows = np.arange(len(u))
+        target_score = scores[rows, t].copy()
+        nan = np.isnan(target_score)
+        unmasked[start:start + len(u)] = np.where(nan, scores.shape[1] - 1,
+                                                  (scores >= target_score[:, None]).sum(axis=1) - 1)
+        mask = known[u].tocoo()
+        scores[mask.row, mask.col] = -np.inf
+        scores[rows, t] = target_score
+        masked[start:start + len(u)] = np.where(nan, scores.shape[1] - 1,
+                                                (scores >= target_score[:, None]).sum(axis=1) - 1)
+    return masked, unmasked
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """params.yaml `evaluation`: interval level, bootstrap resamples, bootstrap seed."""
+    confidence: float = 0.95
+    bootstrap_samples: int = 1000
+    seed: int = 0
+
+
+def _rows_of(t: pa.Table, protocol: str, users: np.ndarray | None) -> dict[str, np.ndarray]:
+    import pyarrow.compute as pc
+
+    sel = t.filter(pc.equal(t["protocol"], protocol))
+    cols = {c: sel[c].to_numpy() for c in ("uid", "rank", "target", "score")}
+    if users is not None:
+        keep = np.isin(cols["uid"], users)
+        cols = {c: v[keep] for c, v in cols.items()}
+    return cols
+
+
+def _per_user(uids: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Unique users and, for each, the positions of its rows (bootstrap resamples users)."""
+    order = np.argsort(uids, kind="stable")
+    uniq, starts = np.unique(uids[order], return_index=True)
+    return uniq, np.split(order, starts[1:])
+
+
+def summarize(outcomes: pa.Table, users: np.ndarray | None = None, cfg: StatsConfig = StatsConfig()) -> dict:
+    """Metrics of every protocol present in `outcomes`, on `users` (None: all), each with its
+    interval under "ci" as {"<protocol>/<metric>": [low, high]}: Wilson for hit rates
+    (one Bernoulli outcome per user), a percentile bootstrap over users otherwise."""
+    from pipeline import stats
+
+    out: dict = {"ci": {}}
+    ci = out["ci"]
+    scored: set[int] = set()
+    for name, proto in PROTOCOLS.items():
+        r = _rows_of(outcomes, name, users)
+        if not len(r["uid"]):
+            continue
+        scored.update(r["uid"].tolist())
+        if proto.kind in ("candidates", "retrieval"):
+            ranks = r["rank"]
+            block = {}
+            for k in proto.ks:
+                hit = (ranks < k).astype(np.float64)
+                ndcg = np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
+                block[f"{proto.hit}@{k}"] = float(hit.mean())
+                block[f"NDCG@{k}"] = float(ndcg.mean())
+                h = stats.wilson(int(hit.sum()), len(hit), cfg.confidence)
+                b = stats.bootstrap_mean(ndcg, cfg.confidence, cfg.bootstrap_samples, cfg.seed)
+                ci[f"{name}/{proto.hit}@{k}"], ci[f"{name}/NDCG@{k}"] = [h.low, h.high], [b.low, b.high]
+            out[name] = block
+        elif proto.kind == "binary":
+            v = _rows_of(outcomes, "binary_valid", users)
+            if not len(v["uid"]):
+                continue  # no valid rows: no threshold, no binary metrics
+            threshold = best_threshold(v["score"], v["target"])
+            y, s = r["target"].astype(bool), r["score"]
+            block = binary_metrics(s, y, threshold)
+            block["accuracy"] = float(((s >= threshold) == y).mean())
+            block["auc"] = stats.auc(s, y)
+            block["f1_floor"] = constant_f1(y)
+            _, groups = _per_user(r["uid"])
+
+            def on(idx, key, s=s, y=y, groups=groups, threshold=threshold):
+                rows = np.concatenate([groups[i] for i in idx])
+                if key == "auc":
+                    return stats.auc(s[rows], y[rows])
+                m = binary_metrics(s[rows], y[rows], threshold)
+                return float(((s[rows] >= threshold) == y[rows]).mean()) if key == "accuracy" else m[key]
+
+            for key in ("precision", "recall", "f1", "accuracy", "auc"):
+                iv = stats.bootstrap_statistic(len(groups), lambda idx, key=key: on(idx, key), cfg.confidence,
+                                               min(cfg.bootstrap_samples, 500), cfg.seed, value=block[key])
+                ci[f"binary/{key}"] = [iv.low, iv.high]
+            out["binary"] = block
+        elif proto.kind == "rating":
+            err = r["score"] - r["target"]
+            out["rating"] = {"RMSE": float(np.sqrt(np.mean(err ** 2))), "MAE": float(np.mean(np.abs(err)))}
+            n = len(err)
+            for key, f in (("RMSE", lambda idx: float(np.sqrt(np.mean(err[idx] ** 2)))),
+                           ("MAE", lambda idx: float(np.mean(np.abs(err[idx]))))):
+                iv = stats.bootstrap_statistic(n, f, cfg.confidence, cfg.bootstrap_samples, cfg.seed)
+                ci[f"rating/{key}"] = [iv.low, iv.high]
+    out["users_scored"] = len(scored)
+    return out
+
+
+def constant_f1(labels: np.ndarray) -> float:
+    """F1 of a scorer that says "Yes" to every row: the floor F1 is read against (with one
+    negative per positive, precision .5 and recall 1 give .667)."""
+    p = float(np.mean(labels)) if len(labels) else 0.0
+    return 2 * p / (1 + p) if p > 0 else 0.0
+
+
+def per_user_hits(outcomes: pa.Table, protocol: str, k: int, users: np.ndarray) -> np.ndarray:
+    """0/1 hit@k of each of `users` (in that order) for a rank protocol; NaN where a user has
+    no row (the paired tests refuse such a comparison)."""
+    r = _rows_of(outcomes, protocol, None)
+    ranks = dict(zip(r["uid"].tolist(), r["rank"].tolist()))
+    return np.array([float(ranks[u] < k) if u in ranks else np.nan for u in np.asarray(users).tolist()])

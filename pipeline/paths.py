@@ -77,3 +77,13 @@ def metrics_llm(ds: str, variant: str) -> Path:
 
 def metrics_joint(ds: str, experiment: str) -> Path:
     return DATA / "metrics" / "joint" / ds / f"{experiment}.json"
+
+
+def outcomes(kind: str, ds: str, name: str) -> Path:
+    """Per-user outcomes of one scored row (pipeline.metrics.Outcomes): what the report's
+    paired tests read. kind: domain | floors | llm | joint (name '<experiment>-llm'/'-drs')."""
+    return DATA / "outcomes" / kind / ds / f"{name}.parquet"
+
+
+def metrics_floors(ds: str, floor: str) -> Path:
+    return DATA / "metrics" / "floors" / ds / f"{floor}.json"

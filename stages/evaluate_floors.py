@@ -1,0 +1,73 @@
+"""evaluate_floors: the user-agnostic floors (pipeline.floors) scored like every model, and the
+give-away check of the candidate sets.
+
+Writes, per floor, data/metrics/floors/<ds>/<floor>.json (all test users, and `llm_users`) and
+data/outcomes/floors/<ds>/<floor>.parquet; and data/metrics/giveaway/<ds>.json: HR@1 of each
+text-only scorer on every valid/test candidate set with its interval and chance, flagged where
+a scorer that never sees the user beats chance (the report prints that flag in bold)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipeline import floors, metrics, paths
+from pipeline.artifacts import write_json
+from pipeline.cli import dataset_parser, run
+from pipeline.evaluation import EvalSets, stats_config, write_scores
+from pipeline.negatives import text_vectors
+from pipeline.params import load_params
+from stages.evaluate_domain import llm_users
+from stages.negatives import config as negatives_config
+
+
+def floor_outcomes(name: str, ev: EvalSets, vectors, log_pop: np.ndarray, seed: int):
+    """Per-user outcomes of one floor on the candidate protocols (and, for `random`, on the
+    binary sets and full retrieval: the other floors need a candidate set to be central in)."""
+    out = metrics.Outcomes()
+    for p_index, protocol in enumerate(("topk", "ranking")):
+        t = ev.candidates[f"test_{protocol}"]
+        cands = np.stack(t["candidates"].to_numpy(zero_copy_only=False)).astype(np.int64)
+        out.candidates(protocol, t["uid"].to_numpy(), floors.floor_scores(name, cands, vectors, log_pop,
+                                                                          seed + p_index),
+                       t["label_index"].to_numpy())
+    if name == "random":
+        rng = np.random.default_rng([seed, 9])
+        for split in ("valid", "test"):
+            t = ev.candidates[f"{split}_binary"]
+            out.binary(split, t["uid"].to_numpy(), t["label"].to_numpy(), rng.random(t.num_rows))
+        t = ev.splits["test"]
+        masked, unmasked = metrics.retrieval_ranks(lambda u: rng.random((len(u), ev.n_items)),
+                                                   t["uid"].to_numpy(), t["iid"].to_numpy(), ev.known("test"))
+        out.ranks("retrieval", t["uid"].to_numpy(), masked)
+        out.ranks("retrieval_unmasked", t["uid"].to_numpy(), unmasked)
+    return out.table()
+
+
+def main() -> None:
+    args = dataset_parser(__doc__).parse_args()
+    params = load_params(args.params)
+    cfg, neg_cfg = stats_config(params), negatives_config(params)
+    ds = args.dataset
+    ev = EvalSets.load(ds)
+    titles = pq.read_table(paths.kcore(ds) / "items.parquet", columns=["title"])["title"].to_pylist()
+    vectors = text_vectors(titles, neg_cfg)
+    log_pop = floors.log_popularity(ev.splits["train"]["iid"].to_numpy(), ev.n_items)
+    users = llm_users(params, ev)
+    for name in floors.FLOORS:
+        write_scores(floor_outcomes(name, ev, vectors, log_pop, cfg.seed), cfg, {"dataset": ds, "floor": name},
+                     paths.metrics_floors(ds, name), paths.outcomes("floors", ds, name), {"llm_users": users})
+    check = floors.giveaway_check(ev.candidates, vectors, log_pop, cfg.confidence)
+    write_json({"dataset": ds, "text_anchor": neg_cfg.text_anchor, "text_backend": neg_cfg.text_backend, **check},
+               paths.metrics("giveaway", ds))
+    for r in check["rows"]:
+        print(f"[floors] {ds} {r['set']:<14} {r['scorer']:<15} HR@1 {r['HR@1']:.3f} "
+              f"[{r['low']:.3f}, {r['high']:.3f}] chance {r['chance']:.3f}")
+    if check["gives_away"]:
+        print("[floors] WARNING: the candidate sets give the positive away: " + "; ".join(check["flagged"]))
+    print(json.dumps({"gives_away": check["gives_away"]}))
+
+
+if __name__ == "__main__":
+    run(main)
