@@ -72,6 +72,15 @@ def user_subset(test: pa.Table, max_users: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
 
 
+def llm_users(params: dict, ev: "EvalSets") -> np.ndarray:
+    """The LLM user subset of params.yaml (evaluate_llm.max_users / seed) for `ev`'s test split."""
+    from pipeline.params import get, section
+
+    sec = section(params, "evaluate_llm")
+    return user_subset(ev.splits["test"], get(sec, "max_users", (int, type(None)), "evaluate_llm"),
+                       get(sec, "seed", int, "evaluate_llm"))
+
+
 def _ids(a: np.ndarray) -> torch.Tensor:
     """int64 tensor from ids (Arrow hands out read-only arrays, which torch will not wrap)."""
     return torch.tensor(a, dtype=torch.long)
@@ -161,12 +170,12 @@ def stats_config(params: dict) -> metrics.StatsConfig:
     return cfg
 
 
-def _json_safe(obj):
+def json_safe(obj):
     """NaN/inf (e.g. AUC of a one-class set) as null: bare NaN is not JSON."""
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj
@@ -182,7 +191,7 @@ def write_scores(table: pa.Table, cfg: metrics.StatsConfig, header: dict, metric
                "confidence": cfg.confidence}
     for name, users in (subsets or {}).items():
         summary[name] = metrics.summarize(table, np.asarray(users), cfg)
-    summary = _json_safe(summary)
+    summary = json_safe(summary)
     write_parquet(table, outcomes_path)
     write_json(summary, metrics_path)
     return summary

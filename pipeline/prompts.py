@@ -11,9 +11,11 @@ negatives, which words are masked) and rendered twice: `tokens` (`<uid_k>`/`<iid
 `text` ("user k"/"item k"), so both renders hold the same samples. Ids are always written
 through pipeline.llm.tokens.
 
-Leakage: train rows use only the user's training items (history, targets, MIM) and
-negatives the user never interacted with in any split; valid rows condition on train
-items, test rows on train + valid. `check_leakage` verifies this on every build.
+Leakage: train rows are a function of the train split alone: the user's training items
+(history, targets, MIM) and negatives drawn from items outside the user's training items
+(a held-out item may be drawn as a negative, exactly as when it is unknown); valid rows
+condition on train items, test rows on train + valid. `check_leakage` verifies this on every
+build.
 """
 from __future__ import annotations
 
@@ -270,9 +272,11 @@ def _train_specs(inputs: Inputs, cfg: PromptsConfig, train_items: dict[int, np.n
         return []
     uids = np.asarray(t_uid, dtype=np.int64)
     pos = np.asarray(t_iid, dtype=np.int64)
-    all_u = np.concatenate([inputs.splits[s]["uid"].to_numpy() for s in SPLITS])
-    all_i = np.concatenate([inputs.splits[s]["iid"].to_numpy() for s in SPLITS])
-    forbidden = Forbidden(all_u, all_i, n_items)  # never a negative from any split of the user
+    # Training negatives exclude the user's *training* items only, as the domain models' samplers
+    # do: excluding valid/test items too would let the held-out items shape the training inputs
+    # (which items can be drawn, and the random stream after them).
+    train = inputs.splits["train"]
+    forbidden = Forbidden(train["uid"].to_numpy(), train["iid"].to_numpy(), n_items)
     pop_cdf = popularity_weights(inputs.splits["train"]["iid"].to_numpy().astype(np.int64), n_items,
                                  cfg.popularity_alpha)
     rng_topk = np.random.default_rng([cfg.seed, 1])
@@ -367,13 +371,24 @@ def _eval_specs(split: str, sets: dict[str, pa.Table], target_items: dict[int, n
 
 def check_leakage(specs: dict[str, list[Spec]], heldout: dict[int, set[int]],
                   test_items: dict[int, set[int]]) -> None:
-    """A user's valid/test items never in their train rows; the test item never in valid rows."""
+    """A user's valid/test items never shown as a known interaction in their train rows (not a
+    target, a positive, a history item); the test item never anywhere in valid rows. A train
+    row may hold a held-out item as a *negative*: negatives are drawn from outside the user's
+    training items only, independently of what is held out."""
     for split, banned in (("train", heldout), ("valid", test_items)):
         for sp in specs[split]:
             if sp.uid < 0:
                 continue
             bad = banned.get(sp.uid)
-            if bad and (sp.iid in bad or bad.intersection(sp.history) or bad.intersection(sp.candidates)):
+            if not bad:
+                continue
+            if split == "train":
+                shown = set(sp.history) | ({sp.iid} if sp.label != 0 else set())
+                if sp.label_index >= 0:
+                    shown.add(sp.candidates[sp.label_index])
+            else:
+                shown = {sp.iid, *sp.history, *sp.candidates}
+            if bad & shown:
                 raise PipelineError(f"leakage: a {split} {sp.task} sample of uid {sp.uid} holds one of its "
                                     f"held-out items {sorted(bad)}")
 

@@ -11,15 +11,9 @@ import torch
 from pipeline import paths
 from pipeline.checkpoint import load_trained
 from pipeline.cli import dataset_parser, run
-from pipeline.evaluation import EvalSets, outcomes, stats_config, user_subset, write_scores
-from pipeline.params import get, load_params, section
+from pipeline.evaluation import EvalSets, llm_users, outcomes, stats_config, write_scores
+from pipeline.params import load_params
 from pipeline.train_domain import domain_configs
-
-
-def llm_users(params: dict, ev: EvalSets):
-    sec = section(params, "evaluate_llm")
-    return user_subset(ev.splits["test"], get(sec, "max_users", (int, type(None)), "evaluate_llm"),
-                       get(sec, "seed", int, "evaluate_llm"))
 
 
 def main() -> None:

@@ -15,10 +15,9 @@ import pyarrow.parquet as pq
 from pipeline import floors, metrics, paths
 from pipeline.artifacts import write_json
 from pipeline.cli import dataset_parser, run
-from pipeline.evaluation import EvalSets, stats_config, write_scores
+from pipeline.evaluation import EvalSets, llm_users, stats_config, write_scores
 from pipeline.negatives import text_vectors
 from pipeline.params import load_params
-from stages.evaluate_domain import llm_users
 from stages.negatives import config as negatives_config
 
 

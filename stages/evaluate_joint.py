@@ -8,7 +8,8 @@ by its candidates). Both on the seeded user subset stages.evaluate_llm scores
 
 Reads data/joint/<ds>/<experiment>/, data/prompts/<ds>/tokens/{valid,test}.parquet and
 data/split/<ds>/; writes data/metrics/joint/<ds>/<experiment>.json:
-{"dataset", "experiment", "domain_model", "lambda", "users_scored", "llm": {...}, "drs": {...}}.
+{"dataset", "experiment", "domain_model", "lambda", "users_scored", "llm": {...}, "drs": {...}}
+(each side with intervals) and the per-user outcomes data/outcomes/joint/<ds>/<experiment>-{llm,drs}.parquet.
 """
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import paths
-from pipeline.artifacts import read_json, write_json
+from pipeline.artifacts import read_json, write_json, write_parquet
 from pipeline.bdlm import evaluate_drs, load_drs
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
-from pipeline.evaluation import EvalSets, user_subset
+from pipeline.evaluation import METRICS_SCHEMA, EvalSets, json_safe, llm_users, stats_config
+from pipeline.metrics import summarize
 from pipeline.llm.base import load_base
 from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
 from pipeline.models.registry import model_class
@@ -37,7 +39,6 @@ def main() -> None:
     ds, name = args.dataset, args.experiment
     params = load_params(args.params)
     sec = section(params, "evaluate_llm")
-    max_users = get(sec, "max_users", (int, type(None)), "evaluate_llm")
     folder = joint_dir(ds, name)
     if not (folder / "config.json").exists():
         raise PipelineError(f"{folder}: no joint-trained '{name}'; run `dvc repro joint_train@{ds}-{name}`")
@@ -45,11 +46,11 @@ def main() -> None:
     max_len, pooling = config["joint"]["max_len"], config["joint"]["pooling"]
     prompts = paths.prompts(ds, "tokens")
     valid, test = (pq.read_table(prompts / f"{s}.parquet") for s in ("valid", "test"))
-    users = user_subset(test, max_users, get(sec, "seed", int, "evaluate_llm"))
+    ev = EvalSets.load(ds, candidates=False)
+    users = llm_users(params, ev)
     keep = pa.array(users, pa.int32())
     valid, test = (t.filter(pc.is_in(t["uid"], value_set=keep)) for t in (valid, test))
 
-    ev = EvalSets.load(ds, candidates=False)
     if (ev.n_users, ev.n_items) != (config["n_users"], config["n_items"]):
         raise PipelineError(f"{folder / 'config.json'}: trained on {config['n_users']} users x {config['n_items']} "
                             f"items, the dataset now has {ev.n_users} x {ev.n_items}; re-run joint_train")
@@ -59,15 +60,21 @@ def main() -> None:
                       mixed_precision=get(sec, "mixed_precision", str, "evaluate_llm"))
     # the scorer keeps h of every prompt it scores: BDLM-drs reads them, no second forward pass
     scorer = Scorer(model, tokenizer, cfg, pooling=pooling)
-    llm = evaluate_llm(scorer, valid, test, ev.n_items, known, tokens=True)
+    llm_table, extra = evaluate_llm(scorer, valid, test, ev.n_items, known, tokens=True)
     dom_cfg = {k: v for k, v in config["domain_config"].items() if k != "train"}
     domain = model_class(config["domain_model"])(ev.n_users, ev.n_items, dom_cfg)
     drs = load_drs(folder / "drs.safetensors", domain, config["hidden_size"], ev.train())
-    drs_metrics = evaluate_drs(drs, scorer.features, valid, test)
+    drs_table = evaluate_drs(drs, scorer.features, valid, test)
+    stats = stats_config(params)
+    llm, drs_metrics = ({**summarize(t, None, stats), **(extra if side == "llm" else {})}
+                        for side, t in (("llm", llm_table), ("drs", drs_table)))
     out = {"dataset": ds, "experiment": name, "domain_model": config["domain_model"], "lambda": config["lambda"],
-           "users_scored": int(len(users)), "llm": llm, "drs": drs_metrics}
-    write_json(out, paths.metrics_joint(ds, name))
-    print(json.dumps({"llm": llm, "drs": drs_metrics}))
+           "schema": METRICS_SCHEMA, "confidence": stats.confidence, "users_scored": int(len(users)),
+           "llm": llm, "drs": drs_metrics}
+    write_parquet(llm_table, paths.outcomes("joint", ds, f"{name}-llm"))
+    write_parquet(drs_table, paths.outcomes("joint", ds, f"{name}-drs"))
+    write_json(json_safe(out), paths.metrics_joint(ds, name))
+    print(json.dumps({side: {k: v for k, v in out[side].items() if k != "ci"} for side in ("llm", "drs")}))
 
 
 if __name__ == "__main__":

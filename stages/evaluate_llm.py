@@ -1,8 +1,10 @@
 """evaluate_llm: score one fine-tuned LLM variant on every protocol its prompts hold.
 
 Reads data/llm/<ds>/sft/<variant>/ and data/prompts/<ds>/<render>/{valid,test}.parquet,
-writes data/metrics/llm/<ds>/<variant>.json. Only a seeded subset of test users is scored
-(evaluate_llm.max_users), the same one for every variant; the metrics name its size.
+writes data/metrics/llm/<ds>/<variant>.json (metrics with intervals) and
+data/outcomes/llm/<ds>/<variant>.parquet (per-user outcomes, for the report's paired tests).
+Only a seeded subset of test users is scored (evaluate_llm.max_users, drawn from the test
+split), the same one for every variant and every domain row; the metrics name its size.
 """
 from __future__ import annotations
 
@@ -13,10 +15,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import paths
-from pipeline.artifacts import write_json
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
-from pipeline.evaluation import EvalSets, user_subset
+from pipeline.evaluation import EvalSets, llm_users, stats_config, write_scores
 from pipeline.llm.base import load_base
 from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
 from pipeline.params import get, load_params, section
@@ -30,7 +31,6 @@ def main() -> None:
     mode, _ = variant_settings(params, args.variant)
     sft_cfg, _ = sft_config(params)
     sec = section(params, "evaluate_llm")
-    max_users = get(sec, "max_users", (int, type(None)), "evaluate_llm")
     cfg = ScoreConfig(batch_size=get(sec, "batch_size", int, "evaluate_llm"), max_len=sft_cfg.max_len,
                       mixed_precision=get(sec, "mixed_precision", str, "evaluate_llm"))
     model_dir = paths.sft(args.dataset, args.variant)
@@ -38,16 +38,18 @@ def main() -> None:
         raise PipelineError(f"{model_dir}: no fine-tuned '{args.variant}'; run `dvc repro sft@{args.dataset}-{args.variant}`")
     folder = paths.prompts(args.dataset, render(mode))
     valid, test = (pq.read_table(folder / f"{s}.parquet") for s in ("valid", "test"))
-    users = user_subset(test, max_users, get(sec, "seed", int, "evaluate_llm"))
+    ev = EvalSets.load(args.dataset, candidates=False)  # the same loader and masks as the domain models
+    users = llm_users(params, ev)
     keep = pa.array(users, pa.int32())
     valid, test = (t.filter(pc.is_in(t["uid"], value_set=keep)) for t in (valid, test))
-    ev = EvalSets.load(args.dataset, candidates=False)  # the same loader and masks as the domain models
     model, tokenizer = load_base(model_dir)
-    result = evaluate_llm(Scorer(model, tokenizer, cfg), valid, test, ev.n_items, ev.known("test"),
-                          tokens=mode != "text")
-    write_json({"dataset": args.dataset, "variant": args.variant, "vocab": mode, "users_scored": int(len(users)),
-                **result}, paths.metrics_llm(args.dataset, args.variant))
-    print(json.dumps(result))
+    table, extra = evaluate_llm(Scorer(model, tokenizer, cfg), valid, test, ev.n_items, ev.known("test"),
+                                tokens=mode != "text")
+    summary = write_scores(table, stats_config(params),
+                           {"dataset": args.dataset, "variant": args.variant, "vocab": mode, **extra},
+                           paths.metrics_llm(args.dataset, args.variant),
+                           paths.outcomes("llm", args.dataset, args.variant))
+    print(json.dumps({k: v for k, v in summary.items() if k != "ci"}))
 
 
 if __name__ == "__main__":

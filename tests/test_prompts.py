@@ -75,6 +75,37 @@ def built():
 
 # ------------------------------------------------------------------ leakage
 
+def test_train_rows_are_a_function_of_the_train_split_alone():
+    """Training negatives exclude the user's train items only. With the old all-splits
+    exclusion, the held-out items decided which items could be drawn (and shifted the random
+    stream after them), so replacing them changed the training prompts."""
+    import pyarrow.compute as pc
+
+    inputs = synthetic()
+    base, _ = build_all(inputs, cfg(), "ml-tiny")
+    other = synthetic()
+    n_items = other.items.num_rows
+    train = per_user(other.splits["train"])
+    # every user's valid and test item moved to other items the user never trained on
+    for s, shift in (("valid", 1), ("test", 2)):
+        t = other.splits[s]
+        new = []
+        for u, i in zip(t["uid"].to_pylist(), t["iid"].to_pylist()):
+            j = (i + shift) % n_items
+            while j in train[u] or j == i:
+                j = (j + 1) % n_items
+            new.append(j)
+        other.splits[s] = t.set_column(t.schema.get_field_index("iid"), "iid", pa.array(new, t["iid"].type))
+    other.sets, _ = make_all(other.splits, _titles(n_items), NegativesConfig(seed=1, text_fraction=0.0))
+    moved, _ = build_all(other, cfg(), "ml-tiny")
+    for render in ("tokens", "text"):
+        a, b = base[render]["train"], moved[render]["train"]
+        rec = lambda t: t.filter(pc.not_equal(t["task"], "mlm"))  # noqa: E731
+        a, b = rec(a), rec(b)
+        assert a.drop_columns(["rating"]).equals(b.drop_columns(["rating"]))  # NaN != NaN in equals
+        np.testing.assert_array_equal(a["rating"].to_numpy(), b["rating"].to_numpy())
+
+
 @pytest.mark.parametrize("render", ["tokens", "text"])
 def test_heldout_items_never_reach_train_rows_nor_test_item_valid_rows(built, render):
     inputs, tables, _ = built
@@ -85,7 +116,11 @@ def test_heldout_items_never_reach_train_rows_nor_test_item_valid_rows(built, re
             assert row["uid"] == -1
             continue
         ids = referenced(row, render)
-        assert not ids & (valid[row["uid"]] | test[row["uid"]]), row
+        # a held-out item may appear in a train row only as a negative (drawn from outside the
+        # user's training items, independently of what is held out), never as a known item
+        positive = row["candidates"][row["label_index"]] if row["label_index"] >= 0 else None
+        negatives = (set(row["candidates"]) - {positive}) | ({row["iid"]} if row["label"] == 0 else set())
+        assert ids & (valid[row["uid"]] | test[row["uid"]]) <= negatives, row
         if row["task"] != "topk" and row["task"] != "bpr" and row["label"] != 0:
             assert ids <= train[row["uid"]], row  # history, target, MIM: training items only
         n_checked += 1
@@ -102,7 +137,8 @@ def test_heldout_items_never_reach_train_rows_nor_test_item_valid_rows(built, re
 
 def test_train_targets_are_the_last_training_items_and_negatives_unseen(built):
     inputs, tables, _ = built
-    seen = {(u, i) for t in inputs.splits.values() for u, i in zip(t["uid"].to_pylist(), t["iid"].to_pylist())}
+    # negatives are unseen *in train* (held-out items may be drawn, see the leakage tests)
+    seen = {(u, i) for u, i in zip(inputs.splits["train"]["uid"].to_pylist(), inputs.splits["train"]["iid"].to_pylist())}
     train_seq: dict[int, list[int]] = {}
     for u, i in zip(inputs.splits["train"]["uid"].to_pylist(), inputs.splits["train"]["iid"].to_pylist()):
         train_seq.setdefault(u, []).append(i)
@@ -327,8 +363,10 @@ def test_stage_on_tiny_fixture(tmp_path, monkeypatch):
                 if row["uid"] < 0:
                     continue
                 ids = referenced(row, render)
-                if s == "train":
-                    assert not ids & (valid[row["uid"]] | test[row["uid"]]), row
+                if s == "train":  # held-out items only ever as negatives
+                    positive = row["candidates"][row["label_index"]] if row["label_index"] >= 0 else None
+                    negatives = (set(row["candidates"]) - {positive}) | ({row["iid"]} if row["label"] == 0 else set())
+                    assert ids & (valid[row["uid"]] | test[row["uid"]]) <= negatives, row
                 if s == "valid":
                     assert not ids & test[row["uid"]], row
     # user 0's train items in time order are the reverse of the raw order: history follows time

@@ -145,29 +145,25 @@ def _rows(t: pa.Table, task: str) -> pa.Table:
 
 
 @torch.no_grad()
-def evaluate_drs(drs: DRS, features: Callable[[list[str]], torch.Tensor], valid: pa.Table, test: pa.Table) -> dict:
-    """BDLM-drs on interaction prediction (threshold on valid) and top-K (h of the top-K prompt
-    shared by its candidates), through pipeline.metrics. `features(prompts)` gives the LLM's h
-    [n, hidden] (a pipeline.llm.scoring.Scorer's `features`, or llm_features)."""
+def evaluate_drs(drs: DRS, features: Callable[[list[str]], torch.Tensor], valid: pa.Table, test: pa.Table) -> pa.Table:
+    """BDLM-drs's per-user outcomes (pipeline.metrics.Outcomes) on interaction prediction (valid
+    rows fix the threshold) and top-K (h of the top-K prompt shared by its candidates).
+    `features(prompts)` gives the LLM's h [n, hidden] (a Scorer's `features`, or llm_features)."""
     drs.eval()
-    out: dict[str, dict] = {}
-    scores = {}
+    out = metrics.Outcomes()
     for name, t in (("valid", _rows(valid, "interaction")), ("test", _rows(test, "interaction"))):
         if len(t):
             h = features(t["prompt"].to_pylist())
             s = drs.logits(h, torch.tensor(t["uid"].to_numpy(), dtype=torch.long),
                            torch.tensor(t["iid"].to_numpy(), dtype=torch.long))
-            scores[name] = (s.numpy().astype(np.float64), t["label"].to_numpy())
-    if len(scores) == 2:
-        out["binary"] = metrics.binary_metrics(*scores["test"], metrics.best_threshold(*scores["valid"]))
+            out.binary(name, t["uid"].to_numpy(), t["label"].to_numpy(), s.numpy().astype(np.float64))
     t = _rows(test, "topk")
     if len(t):
         h = features(t["prompt"].to_pylist())
         cands = torch.tensor(np.stack(t["candidates"].to_numpy(zero_copy_only=False)).astype(np.int64))
         s = drs.candidate_logits(h, torch.tensor(t["uid"].to_numpy(), dtype=torch.long), cands)
-        out["topk"] = metrics.candidate_metrics(s.numpy().astype(np.float64), t["label_index"].to_numpy(),
-                                                (1, 2, 5, 10))
-    return out
+        out.candidates("topk", t["uid"].to_numpy(), s.numpy().astype(np.float64), t["label_index"].to_numpy())
+    return out.table()
 
 
 def save_drs(drs: DRS, path: Path, metadata: dict[str, str]) -> None:

@@ -139,19 +139,18 @@ def _rows(t: pa.Table, task: str) -> pa.Table:
 
 
 def evaluate_llm(scorer: Scorer, valid: pa.Table, test: pa.Table, n_items: int, known: sp.csr_matrix,
-                 tokens: bool, log=print) -> dict:
-    """Every protocol the prompt tables hold, on test (valid only fixes the binary threshold).
+                 tokens: bool, log=print) -> tuple[pa.Table, dict]:
+    """Per-user outcomes (pipeline.metrics.Outcomes) of every protocol the prompt tables hold, on
+    test (valid only fixes the binary threshold), and what the run reports besides them.
     `known` masks each user's train + valid items in retrieval, as for the domain models."""
-    out: dict[str, dict] = {}
+    out = metrics.Outcomes()
+    extra: dict = {}
     start = time.perf_counter()
     yes_no = torch.tensor([scorer.token_id("Yes"), scorer.token_id("No")])
-    binary = {}
     for name, t in (("valid", _rows(valid, "interaction")), ("test", _rows(test, "interaction"))):
         if len(t):
             lp = scorer.first_token(t["prompt"].to_pylist(), yes_no, desc=f"interaction/{name}")
-            binary[name] = (lp[:, 0] - lp[:, 1], t["label"].to_numpy())
-    if len(binary) == 2:
-        out["binary"] = metrics.binary_metrics(*binary["test"], metrics.best_threshold(*binary["valid"]))
+            out.binary(name, t["uid"].to_numpy(), t["label"].to_numpy(), lp[:, 0] - lp[:, 1])
 
     t = _rows(test, "topk")
     if len(t):
@@ -164,7 +163,7 @@ def evaluate_llm(scorer: Scorer, valid: pa.Table, test: pa.Table, n_items: int, 
             prompts = np.repeat(np.array(t["prompt"].to_pylist(), dtype=object), cands.shape[1]).tolist()
             answers = [item_text(int(c), False) for c in cands.ravel()]
             scores = scorer.sequence(prompts, answers, desc="topk (text ids)").reshape(cands.shape)
-        out["topk"] = metrics.candidate_metrics(scores, t["label_index"].to_numpy(), (1, 2, 5, 10))
+        out.candidates("topk", t["uid"].to_numpy(), scores, t["label_index"].to_numpy())
 
     retrieval, ranking = _rows(test, "retrieval"), _rows(test, "ranking")
     if tokens and (len(retrieval) or len(ranking)):
@@ -174,23 +173,25 @@ def evaluate_llm(scorer: Scorer, valid: pa.Table, test: pa.Table, n_items: int, 
         if len(retrieval):
             users = retrieval["uid"].to_numpy()
             by_user = {u: dist[p] for u, p in zip(users.tolist(), retrieval["prompt"].to_pylist())}
-            out["retrieval"] = metrics.retrieval_metrics(lambda us: np.stack([by_user[u] for u in us.tolist()]),
-                                                         users, retrieval["iid"].to_numpy(), known)
+            masked, unmasked = metrics.retrieval_ranks(lambda us: np.stack([by_user[u] for u in us.tolist()]),
+                                                       users, retrieval["iid"].to_numpy(), known)
+            out.ranks("retrieval", users, masked)
+            out.ranks("retrieval_unmasked", users, unmasked)
         if len(ranking):
             lp = np.stack([dist[p] for p in ranking["prompt"].to_pylist()])
-            out["ranking"] = metrics.candidate_metrics(np.take_along_axis(lp, _candidates(ranking), axis=1),
-                                                       ranking["label_index"].to_numpy(), (1, 5, 10))
+            out.candidates("ranking", ranking["uid"].to_numpy(), np.take_along_axis(lp, _candidates(ranking), axis=1),
+                           ranking["label_index"].to_numpy())
     elif len(retrieval) or len(ranking):
-        out["not_computed"] = {"retrieval": "ids as plain text: needs generation over the item space",
-                               "ranking": "ids as plain text: needs generation over the item space"}
+        extra["not_computed"] = {"retrieval": "ids as plain text: needs generation over the item space",
+                                 "ranking": "ids as plain text: needs generation over the item space"}
 
     t = _rows(test, "rating")
     if len(t):
         digits = torch.tensor([scorer.token_id(r) for r in RATINGS])
         p = np.exp(scorer.first_token(t["prompt"].to_pylist(), digits, desc="rating"))
         pred = (p / p.sum(1, keepdims=True)) @ np.arange(1, 6, dtype=np.float64)
-        out["rating"] = metrics.rating_metrics(pred, t["rating"].to_numpy())
-    out["prompts_truncated"] = scorer.truncated
-    out["precision"] = scorer.precision
-    out["eval_seconds"] = round(time.perf_counter() - start, 1)
-    return out
+        out.rating(t["uid"].to_numpy(), t["rating"].to_numpy(), pred)
+    extra["prompts_truncated"] = scorer.truncated
+    extra["precision"] = scorer.precision
+    extra["eval_seconds"] = round(time.perf_counter() - start, 1)
+    return out.table(), extra
