@@ -300,6 +300,7 @@ def make_project(root: Path, vocab_items: int = I) -> None:
     params = {"domain": {"train": {"epochs": 1, "lr": 0.01, "weight_decay": 0.0, "patience": 1, "eval_every": 1,
                                    "seed": 1}, "lightgcn": {"dim": DIM, "n_layers": 2}},
               "evaluate_llm": {"max_users": 5, "seed": 3, "batch_size": 4, "mixed_precision": "auto"},
+              "evaluation": {"confidence": 0.95, "bootstrap_samples": 200, "seed": 0},
               "joint": {"experiments": ["bdlm"], "lambda": 0.1,
                         "train": {**{k: v for k, v in CFG.__dict__.items() if k != "lam"}, "steps": 2,
                                   "task_weights": {"interaction": 1.0, "topk": 1.0}, "aux": False},
@@ -330,10 +331,15 @@ def test_stages_train_and_evaluate_a_tiny_project(tmp_path, monkeypatch):
         (tmp_path / "data/checkpoints/joint/tiny/bdlm").rglob("state.pt"))
     stage(monkeypatch, evaluate_joint, "tiny", "bdlm")
     m = json.loads((tmp_path / "data/metrics/joint/tiny/bdlm.json").read_text())
-    assert set(m) == {"dataset", "experiment", "domain_model", "lambda", "users_scored", "llm", "drs"}
+    assert set(m) == {"dataset", "experiment", "domain_model", "lambda", "users_scored", "llm", "drs", "schema",
+                      "confidence"}
     assert m["users_scored"] == 5 and m["domain_model"] == "lightgcn"
-    assert set(m["llm"]["binary"]) == {"precision", "recall", "f1", "threshold"} and "HR@1" in m["llm"]["topk"]
-    assert set(m["drs"]) == {"binary", "topk"} and {"HR@1", "HR@2", "NDCG@2"} <= set(m["drs"]["topk"])
+    assert set(m["llm"]["binary"]) == {"precision", "recall", "f1", "threshold", "accuracy", "auc", "f1_floor"}
+    assert "HR@1" in m["llm"]["topk"] and "topk/HR@1" in m["llm"]["ci"]
+    assert {"binary", "topk", "ci", "users_scored"} == set(m["drs"]) and {"HR@1", "HR@2", "NDCG@2"} <= set(m["drs"]["topk"])
+    for side in ("llm", "drs"):  # per-user outcomes for the report's paired tests, on the same 5 users
+        t = pq.read_table(tmp_path / f"data/outcomes/joint/tiny/bdlm-{side}.parquet")
+        assert len(set(t["uid"].to_pylist())) == 5
 
 
 def test_stage_errors_leave_no_artifact(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import scipy.sparse as sp
 import torch
 
 from pipeline.llm.encoding import IGNORE, encode, prompt_batch
+from pipeline.metrics import summarize
 from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
 from pipeline.llm.sft import SFTConfig, batch_indices, train
 from pipeline.llm.tokens import item_text, new_tokens, user_text
@@ -99,11 +100,11 @@ def test_sft_learns_a_planted_pattern_and_scoring_sees_it(kind):
     scorer_cfg = ScoreConfig(batch_size=8, max_len=96)
     table = topk_table()
     known = sp.csr_matrix((N_USERS, N_ITEMS))
-    before = evaluate_llm(Scorer(untrained, tok, scorer_cfg), table.slice(0, 0), table, N_ITEMS, known, True)
+    before = summarize(evaluate_llm(Scorer(untrained, tok, scorer_cfg), table.slice(0, 0), table, N_ITEMS, known, True)[0])
     model, history, stats = train(build(kind, tok), tok, *samples(), SFTConfig(steps=100, batch_size=8, lr=5e-3,
                                                                                    warmup_steps=2, max_len=96))
     assert stats["samples"] == 4 * N_USERS and history[-1]["loss"] < history[0]["loss"] / 3
-    after = evaluate_llm(Scorer(model, tok, scorer_cfg), table.slice(0, 0), table, N_ITEMS, known, True)
+    after = summarize(evaluate_llm(Scorer(model, tok, scorer_cfg), table.slice(0, 0), table, N_ITEMS, known, True)[0])
     assert after["topk"]["HR@1"] >= 0.9 > before["topk"]["HR@1"] + 0.3
 
 
@@ -112,10 +113,11 @@ def test_text_ids_are_scored_by_whole_answer_sequences():
     table = topk_table(tokens=False)
     known = sp.csr_matrix((N_USERS, N_ITEMS))
     cfg = ScoreConfig(batch_size=8, max_len=96)
-    before = evaluate_llm(Scorer(tiny_llama(tok), tok, cfg), table.slice(0, 0), table, N_ITEMS, known, tokens=False)
+    before = summarize(evaluate_llm(Scorer(tiny_llama(tok), tok, cfg), table.slice(0, 0), table, N_ITEMS, known,
+                                   tokens=False)[0])
     model, _, _ = train(tiny_llama(tok), tok, *samples(tokens=False), SFTConfig(steps=150, batch_size=8, lr=5e-3,
                                                                                    warmup_steps=2, max_len=96))
-    out = evaluate_llm(Scorer(model, tok, cfg), table.slice(0, 0), table, N_ITEMS, known, tokens=False)
+    out = summarize(evaluate_llm(Scorer(model, tok, cfg), table.slice(0, 0), table, N_ITEMS, known, tokens=False)[0])
     assert out["topk"]["HR@1"] >= 0.6 and out["topk"]["HR@1"] > before["topk"]["HR@1"] + 0.3
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.sparse as sp
 import pyarrow as pa
 import pytest
 
@@ -60,3 +61,44 @@ def test_retrieval_masks_known_items_but_not_the_target():
 def test_rating_metrics_by_hand():
     m = rating_metrics(np.array([3.0, 4.0, 5.0]), np.array([4.0, 4.0, 3.0]))
     assert m["RMSE"] == pytest.approx(math.sqrt(5 / 3)) and m["MAE"] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- the one evaluator
+
+
+def test_summarize_hand_case():
+    from pipeline.metrics import Outcomes, StatsConfig, summarize
+    from pipeline.stats import wilson
+
+    out = Outcomes()
+    # 4 users, top-K scores over 3 candidates: ranks 0, 1, 0, 2 -> HR@1 = .5
+    scores = np.array([[3.0, 1, 2], [2.0, 3, 1], [1.0, 5, 0], [0.0, 1, 2]])
+    out.candidates("topk", [0, 1, 2, 3], scores, [0, 0, 1, 0])
+    # binary: valid fixes the threshold at 0.6 (F1-best); test rows scored against it
+    out.binary("valid", [0, 0, 1, 1], [1, 0, 1, 0], [0.9, 0.1, 0.6, 0.5])
+    out.binary("test", [0, 0, 1, 1, 2, 2, 3, 3], [1, 0, 1, 0, 1, 0, 1, 0], [0.7, 0.2, 0.5, 0.65, 0.9, 0.1, 0.8, 0.3])
+    s = summarize(out.table(), None, StatsConfig(bootstrap_samples=200))
+    assert s["users_scored"] == 4
+    assert s["topk"]["HR@1"] == 0.5 and s["topk"]["HR@2"] == 0.75
+    iv = wilson(2, 4)
+    assert s["ci"]["topk/HR@1"] == [iv.low, iv.high]
+    b = s["binary"]
+    assert b["threshold"] == 0.6
+    # predicted yes: .7, .65, .9, .8 -> tp 3 (.7, .9, .8), fp 1 (.65); fn 1 (.5)
+    assert (b["precision"], b["recall"], b["accuracy"]) == (0.75, 0.75, 0.75)
+    # AUC: of 16 (pos, neg) pairs, only (.5 vs .65) is misordered -> 15/16
+    assert b["auc"] == 15 / 16 and b["f1_floor"] == 2 * 0.5 / 1.5
+    lo, hi = s["ci"]["binary/f1"]
+    assert lo <= b["f1"] <= hi
+    # a user subset: only users 0 and 2 (both hits in top-K)
+    sub = summarize(out.table(), np.array([0, 2]), StatsConfig(bootstrap_samples=200))
+    assert sub["users_scored"] == 2 and sub["topk"]["HR@1"] == 1.0
+
+
+def test_retrieval_ranks_both_conventions():
+    from pipeline.metrics import retrieval_ranks
+
+    scores = np.array([[5.0, 4, 3, 2]])  # target item 2; item 0 is known (train)
+    known = sp.csr_matrix(([1.0], ([0], [0])), shape=(1, 4))
+    masked, unmasked = retrieval_ranks(lambda u: scores, np.array([0]), np.array([2]), known)
+    assert masked.tolist() == [1] and unmasked.tolist() == [2]
