@@ -1,55 +1,139 @@
 """Result tables, the one place for them: the domain baseline table (stage baselines) and the
 paper-style report (stage report): BDLM Table 3, ablations, Table 4, the lambda sweep and
-Cao et al.'s protocols, as markdown and JSON, from whatever metrics files exist."""
+Cao et al.'s protocols, as markdown and JSON, from whatever metrics files exist.
+
+Every metric cell carries its interval (the metrics file's "ci", schema 2); the user-agnostic
+floors (pipeline.floors) are rows of every table; the give-away check of the candidate sets
+heads the report; and rows are compared by paired tests on the users they share, read from
+their per-user outcomes (data/outcomes/<kind>/<ds>/<name>.parquet)."""
 from __future__ import annotations
 
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
+import numpy as np
+
+from pipeline import paths
 from pipeline.errors import PipelineError
 
-# (protocol, metric) columns, in the order of BDLM Table 3, then Cao et al.'s protocols.
-COLUMNS = [("topk", "HR@1"), ("topk", "HR@2"), ("binary", "precision"), ("binary", "recall"), ("binary", "f1"),
-           ("retrieval", "Recall@10"), ("retrieval", "NDCG@10"), ("ranking", "HR@1"), ("ranking", "NDCG@10")]
+# The metrics-file schema the tables need: pipeline.evaluation.METRICS_SCHEMA (not imported:
+# that module pulls in torch, which the report has no use for). Older files have no "ci".
+METRICS_SCHEMA = 2
 
 # How BDLM's Table 3 names the domain models.
 DISPLAY = {"ncf": "NCF", "gmf": "GMF", "sasrec": "SASRec", "gru4rec": "GRU4Rec", "bert4rec": "BERT4Rec",
            "lightgcn": "LGCN", "mf": "MF (BPR)", "mostpop": "MostPop", "itemknn": "ItemKNN",
            "mf_rating": "MF (rating)"}
+# The user-agnostic floors (pipeline.floors.FLOORS), as the tables name them.
+FLOOR_DISPLAY = {"random": "Random", "centrality": "Centrality (title)", "centrality_pop": "Centrality + pop."}
+
+
+# ---- number formatting: `.215 [.189, .243]` ----
+def _num(v, digits: int = 3) -> str:
+    """A number without its leading zero (.215, -.050, 1.020); '-' for None / NaN."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    s = f"{v:.{digits}f}"
+    if s.startswith("0."):
+        return s[1:]
+    if s.startswith("-0."):
+        return "-" + s[2:]
+    return s
+
+
+def _interval(ci, digits: int = 3) -> str:
+    if not ci or ci[0] is None or ci[1] is None:
+        return ""
+    return f" [{_num(ci[0], digits)}, {_num(ci[1], digits)}]"
+
+
+def cell(v, ci=None, digits: int = 3, bold: bool = False) -> str:
+    """One metric cell: the value (bold if best) and its interval, e.g. `.215 [.189, .243]`."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    s = _num(v, digits)
+    return (f"**{s}**" if bold else s) + _interval(ci, digits)
+
+
+def _p(p) -> str:
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "-"
+    return "<.001" if p < 0.001 else _num(p, 3)
+
+
+# --------------------------------------------------------------------------------------
+# The domain baseline table (stage `baselines`): every domain model and floor on every test
+# user (the metrics files' top-level blocks), with intervals.
+# --------------------------------------------------------------------------------------
+# (protocol, metric, column header, digits)
+COLUMNS = [("topk", "HR@1", "top-K HR@1", 3), ("topk", "HR@2", "top-K HR@2", 3),
+           ("binary", "precision", "prec", 3), ("binary", "recall", "rec", 3), ("binary", "f1", "f1", 3),
+           ("binary", "auc", "AUC", 3),
+           ("retrieval", "Recall@10", "masked Recall@10", 4), ("retrieval", "NDCG@10", "masked NDCG@10", 4),
+           ("retrieval_unmasked", "Recall@10", "unmasked Recall@10", 4),
+           ("retrieval_unmasked", "NDCG@10", "unmasked NDCG@10", 4),
+           ("ranking", "HR@1", "ranking HR@1", 3), ("ranking", "NDCG@10", "ranking NDCG@10", 3)]
 
 
 def table_rows(results: Iterable[dict]) -> list[dict]:
+    """One row per metrics file (top-level block: all users). A result is a domain or floors
+    metrics file plus "train_seconds"; {"floor": name, "missing": path} for an absent floor."""
     rows = []
     for r in results:
-        row = {"model": DISPLAY.get(r["model"], r["model"]), "train_seconds": r.get("train_seconds")}
-        for protocol, metric in COLUMNS:
-            row[f"{protocol}/{metric}"] = r.get(protocol, {}).get(metric)
+        floor = r.get("floor")
+        name = floor if floor is not None else r["model"]
+        row = {"model": FLOOR_DISPLAY.get(name, name) if floor is not None else DISPLAY.get(name, name),
+               "kind": "floors" if floor is not None else "domain", "present": "missing" not in r,
+               "source": r.get("missing"), "train_seconds": r.get("train_seconds"),
+               "users_scored": r.get("users_scored"), "f1_floor": r.get("binary", {}).get("f1_floor"), "ci": {}}
+        ci = r.get("ci", {})
+        for protocol, metric, _, _ in COLUMNS:
+            key = f"{protocol}/{metric}"
+            row[key], row["ci"][key] = r.get(protocol, {}).get(metric), ci.get(key)
         if "rating" in r:
-            row["rating/RMSE"], row["rating/MAE"] = r["rating"]["RMSE"], r["rating"]["MAE"]
+            for key in ("RMSE", "MAE"):
+                row[f"rating/{key}"], row["ci"][f"rating/{key}"] = r["rating"][key], ci.get(f"rating/{key}")
         rows.append(row)
     return rows
 
 
 def markdown(rows: list[dict], title: str) -> str:
-    cols = [f"{p}/{m}" for p, m in COLUMNS]
+    cols = [f"{p}/{m}" for p, m, _, _ in COLUMNS]
     best = {c: max((r[c] for r in rows if r[c] is not None), default=None) for c in cols}
-    head = ["model", *[c.replace("topk/", "top-K ").replace("binary/", "").replace("/", " ") for c in cols], "train s"]
-    lines = [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = ["model", *[h for _, _, h, _ in COLUMNS], "users", "train s"]
+    users = sorted({r["users_scored"] for r in rows if r["present"] and r["users_scored"] is not None})
+    floors = sorted({round(r["f1_floor"], 3) for r in rows if r["present"] and r["f1_floor"] is not None})
+    lines = [f"## {title}", "",
+             f"Every row on every test user ({', '.join(map(str, users)) or 'none scored'}"
+             + ("; the rows differ in their user counts" if len(users) > 1 else "") + "). Each cell: value"
+             " [95% interval] (Wilson for hit rates, bootstrap over users otherwise). Retrieval over the"
+             " full item set, 'masked' = the user's known items removed (RecBole), 'unmasked' = nothing"
+             " removed (P5/TIGER). Random, Centrality (title) and Centrality + pop. are user-agnostic"
+             " floors (pipeline.floors)."
+             + (f" A constant \"Yes\" scores F1 {', '.join(_num(f) for f in floors)} on the interaction"
+                " sets (`binary.f1_floor`)." if floors else ""), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = []
-        for c in cols:
-            v = r[c]
-            cells.append("-" if v is None else (f"**{v:.4f}**" if v == best[c] else f"{v:.4f}"))
+        if not r["present"]:
+            lines.append(f"| {r['model']} | " + " | ".join("-" for _ in cols) + " | missing | - |")
+            continue
+        cells = [cell(r[c], r["ci"].get(c), d, bold=r[c] is not None and r[c] == best[c])
+                 for c, (_, _, _, d) in zip(cols, COLUMNS)]
         secs = "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
-        lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {secs} |")
+        n = "?" if r["users_scored"] is None else str(r["users_scored"])
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {n} | {secs} |")
     rated = [r for r in rows if "rating/RMSE" in r]
     if rated:
         lines += ["", "Rating prediction (test): " + ", ".join(
-            f"{r['model']} RMSE {r['rating/RMSE']:.4f}, MAE {r['rating/MAE']:.4f}" for r in rated)]
+            f"{r['model']} RMSE {cell(r['rating/RMSE'], r['ci'].get('rating/RMSE'), 4)},"
+            f" MAE {cell(r['rating/MAE'], r['ci'].get('rating/MAE'), 4)}" for r in rated)]
+    missing = [r["source"] for r in rows if not r["present"] and r["source"]]
+    if missing:
+        lines += ["", "Missing: " + ", ".join(f"`{m}`" for m in missing)]
     return "\n".join(lines) + "\n"
 
 
@@ -58,35 +142,60 @@ def markdown(rows: list[dict], title: str) -> str:
 # lambda sweep and Cao et al.'s protocols, from whatever metrics files exist.
 # --------------------------------------------------------------------------------------
 # Metrics folders the report reads, data/metrics/<kind>/<dataset>/<name>.json.
-KINDS = ("domain", "pretrain", "llm", "sft", "joint", "joint_train")
+KINDS = ("domain", "floors", "pretrain", "llm", "sft", "joint", "joint_train")
+# Kinds whose files are scored rows (schema 2, intervals, per-user outcomes).
+SCORED = ("domain", "floors", "llm", "joint")
+# Outcome folders the paired tests read, data/outcomes/<kind>/<dataset>/<name>.parquet.
+OUTCOME_KINDS = SCORED
 
-# BDLM Table 3's columns: (protocol, key in our metrics, column name in the paper).
+# BDLM Table 3's columns: (protocol, key in our metrics, column name in the paper). AUC and
+# accuracy sit beside prec/rec/f1: a threshold-free and a plain view of interaction prediction.
 T3_COLUMNS = [("topk", "HR@1", "HR@1"), ("topk", "HR@2", "HR@2"), ("binary", "precision", "prec"),
-              ("binary", "recall", "rec"), ("binary", "f1", "f1")]
+              ("binary", "recall", "rec"), ("binary", "f1", "f1"), ("binary", "auc", "AUC"),
+              ("binary", "accuracy", "acc")]
 # Cao et al.'s protocols.
 CAO_COLUMNS = [("retrieval", "Recall@5"), ("retrieval", "NDCG@5"), ("retrieval", "Recall@10"), ("retrieval", "NDCG@10"),
                ("ranking", "NDCG@5"), ("ranking", "NDCG@10"), ("ranking", "HR@1"), ("ranking", "HR@5"),
                ("ranking", "HR@10"), ("rating", "RMSE"), ("rating", "MAE")]
-PROTOCOLS = ("topk", "binary", "retrieval", "ranking", "rating")
+PROTOCOLS = ("topk", "binary", "retrieval", "retrieval_unmasked", "ranking", "rating")
+
+# The stage that writes each kind of scored file (dvc.yaml), named in "re-run" messages.
+PRODUCER = {"domain": "evaluate_domain@{ds}-{name}", "floors": "evaluate_floors@{ds}",
+            "llm": "evaluate_llm@{ds}-{name}", "joint": "evaluate_joint@{ds}-{name}"}
 
 
 @dataclass(frozen=True)
 class Ref:
-    """One row's source: a domain model, an SFT variant, or one side of a joint experiment."""
+    """One row's source: a domain model, a floor, an SFT variant, or one side of a joint experiment."""
     label: str
-    kind: str                 # domain | llm | joint
-    name: str                 # model / variant / experiment
+    kind: str                 # domain | floors | llm | joint
+    name: str                 # model / floor / variant / experiment
     side: str | None = None   # joint only: llm | drs
 
     def path(self, ds: str) -> str:
         return f"data/metrics/{self.kind}/{ds}/{self.name}.json"
 
+    def outcome_name(self) -> str:
+        return f"{self.name}-{self.side}" if self.kind == "joint" else self.name
 
+    def outcome_path(self, ds: str) -> str:
+        """data/outcomes/<kind>/<ds>/<name>.parquet (joint: <experiment>-<side>), as paths.outcomes."""
+        return paths.outcomes(self.kind, ds, self.outcome_name()).as_posix()
+
+    @property
+    def key(self) -> tuple:
+        return (self.kind, self.name, self.side)
+
+
+FLOOR_ROWS = [Ref("Random", "floors", "random"), Ref("Centrality (title)", "floors", "centrality"),
+              Ref("Centrality + pop.", "floors", "centrality_pop")]
+MOSTPOP = Ref("MostPop", "domain", "mostpop")
+RANDOM = FLOOR_ROWS[0]
 # Rows of BDLM Table 3. InstructRec's row is our LLM-only SFT (BDLM tokens + aux tasks, no
-# mutual learning); LLM-Rec and GPT4SM are not reproduced.
+# mutual learning); LLM-Rec and GPT4SM are not reproduced. The floors sit beside MostPop.
 T3_BASELINES = [Ref("NCF", "domain", "ncf"), Ref("GMF", "domain", "gmf"), Ref("SASRec", "domain", "sasrec"),
                 Ref("GRU4Rec", "domain", "gru4rec"), Ref("BERT4Rec", "domain", "bert4rec"),
-                Ref("LGCN", "domain", "lightgcn"), Ref("MostPop", "domain", "mostpop"),
+                Ref("LGCN", "domain", "lightgcn"), MOSTPOP,
                 Ref("ItemKNN", "domain", "itemknn"), Ref("LLM-only SFT", "llm", "full")]
 T3_BDLM = [Ref("BDLM-llm", "joint", "bdlm", "llm"), Ref("BDLM-drs", "joint", "bdlm", "drs")]
 # Ablations. w/o PE, w/o ET and w/o aux are SFT-only variants (no mutual learning): compare
@@ -99,15 +208,32 @@ T4_BASELINES = [Ref("NCF", "domain", "ncf")]
 T4_BDLM = [Ref("BDLM-NCF-llm", "joint", "ncf", "llm"), Ref("BDLM-NCF-drs", "joint", "ncf", "drs")]
 
 
+def _with_floors(refs: list[Ref]) -> list[Ref]:
+    """refs with the floor rows right after MostPop (at the end when MostPop is not there)."""
+    at = next((i + 1 for i, r in enumerate(refs) if r == MOSTPOP), len(refs))
+    return refs[:at] + FLOOR_ROWS + refs[at:]
+
+
 @dataclass
 class Inputs:
     """Every metrics file found for one dataset, parsed and checked."""
     dataset: str
     files: dict[tuple[str, str], dict] = field(default_factory=dict)   # (kind, name) -> json
     domain_users: int | None = None   # test users the domain models are scored on (all of them)
+    giveaway: dict | None = None      # data/metrics/giveaway/<ds>.json
+    data: Path | None = None          # the data/ folder: where the paired tests find the outcomes
+    _outcomes: dict = field(default_factory=dict, repr=False)
 
     def get(self, kind: str, name: str) -> dict | None:
         return self.files.get((kind, name))
+
+    def outcomes(self, ref: Ref):
+        """The row's per-user outcomes (pyarrow Table), or None when the file is absent."""
+        if ref.key not in self._outcomes:
+            f = None if self.data is None else \
+                Path(self.data) / paths.outcomes(ref.kind, self.dataset, ref.outcome_name()).relative_to(paths.DATA)
+            self._outcomes[ref.key] = read_outcomes(f) if f is not None and f.exists() else None
+        return self._outcomes[ref.key]
 
 
 def _number(v) -> bool:
@@ -131,16 +257,44 @@ def _check_metrics(m: object, where: str) -> None:
         raise PipelineError(f"{where}: 'users_scored' is {m['users_scored']!r}, not an integer")
 
 
+def _check_ci(m: dict, where: str) -> None:
+    ci = m["ci"]
+    if not isinstance(ci, dict):
+        raise PipelineError(f"{where}: 'ci' should map '<protocol>/<metric>' to [low, high], got {type(ci).__name__}")
+    for k, v in ci.items():
+        if not (isinstance(v, list) and len(v) == 2 and all(_number(x) for x in v)):
+            raise PipelineError(f"{where}: 'ci.{k}' is {v!r}, not [low, high]")
+
+
+def _rerun(path: Path, kind: str) -> str:
+    return "dvc repro " + PRODUCER[kind].format(ds=path.parent.name, name=path.stem)
+
+
+def _check_scored(obj: dict, path: Path, kind: str, blocks: dict[str, dict]) -> None:
+    """A scored row's file must be schema 2 with an interval block in every metrics block."""
+    old = [where for where, b in blocks.items() if "ci" not in b]
+    if obj.get("schema") != METRICS_SCHEMA or old:
+        what = (f"'schema' is {obj.get('schema')!r}, not {METRICS_SCHEMA}" if obj.get("schema") != METRICS_SCHEMA
+                else f"no intervals ('ci') in {', '.join(w.strip() or 'the top level' for w in old)}")
+        raise PipelineError(f"{path}: old metrics format ({what}): the report needs the per-row intervals and"
+                            f" per-user outcomes of the current evaluation; re-run `{_rerun(path, kind)}`")
+    for where, b in blocks.items():
+        _check_ci(b, f"{path}{where}")
+
+
 def read_metrics(path: Path, kind: str) -> dict:
     """Parse one metrics file; anything malformed is a PipelineError that names the file."""
     try:
         obj = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PipelineError(f"{path}: not a readable JSON metrics file ({e})") from e
-    if kind in ("domain", "llm"):
+    if kind in ("domain", "floors", "llm"):
         _check_metrics(obj, str(path))
-        if kind == "domain" and "llm_users" in obj:
+        blocks = {"": obj}
+        if kind != "llm" and "llm_users" in obj:
             _check_metrics(obj["llm_users"], f"{path} [llm_users]")
+            blocks[" [llm_users]"] = obj["llm_users"]
+        _check_scored(obj, path, kind, blocks)
     elif kind == "joint":
         _check_metrics(obj, str(path))
         for side in ("llm", "drs"):
@@ -149,6 +303,7 @@ def read_metrics(path: Path, kind: str) -> dict:
             _check_metrics(obj[side], f"{path} [{side}]")
         if "lambda" in obj and not _number(obj["lambda"]):
             raise PipelineError(f"{path}: 'lambda' is {obj['lambda']!r}, not a number")
+        _check_scored(obj, path, kind, {f" [{s}]": obj[s] for s in ("llm", "drs")})
     else:  # pretrain, sft, joint_train: training records
         if not isinstance(obj, dict):
             raise PipelineError(f"{path}: expected a JSON object, got {type(obj).__name__}")
@@ -160,9 +315,48 @@ def read_metrics(path: Path, kind: str) -> dict:
     return obj
 
 
+def read_giveaway(path: Path) -> dict:
+    """data/metrics/giveaway/<ds>.json (stage evaluate_floors), checked; errors name the file."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PipelineError(f"{path}: not a readable JSON give-away check ({e})") from e
+    if not isinstance(obj, dict):
+        raise PipelineError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    if not isinstance(obj.get("gives_away"), bool):
+        raise PipelineError(f"{path}: 'gives_away' is {obj.get('gives_away')!r}, not true/false")
+    if not isinstance(obj.get("flagged", []), list) or not all(isinstance(f, str) for f in obj.get("flagged", [])):
+        raise PipelineError(f"{path}: 'flagged' should be a list of strings")
+    rows = obj.get("rows", [])
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise PipelineError(f"{path}: 'rows' should be a list of {{set, scorer, HR@1, low, high, chance}} objects")
+    for i, r in enumerate(rows):
+        bad = [k for k in ("HR@1", "low", "high", "chance") if not _number(r.get(k))]
+        if bad:
+            raise PipelineError(f"{path}: rows[{i}].{bad[0]} is {r.get(bad[0])!r}, not a number")
+    return obj
+
+
+def read_outcomes(path: Path):
+    """One row's per-user outcomes (pipeline.metrics.OUTCOME_SCHEMA); errors name the file."""
+    import pyarrow.parquet as pq
+
+    try:
+        t = pq.read_table(path)
+    except Exception as e:  # any unreadable file is the same user-facing error
+        raise PipelineError(f"{path}: not a readable outcomes Parquet file ({e})") from e
+    missing = [c for c in ("protocol", "uid", "rank") if c not in t.column_names]
+    if missing:
+        raise PipelineError(f"{path}: outcomes need columns protocol, uid, rank (missing {', '.join(missing)});"
+                            " re-run the stage that scored this row")
+    return t
+
+
 def collect(data: Path, ds: str) -> Inputs:
-    """Read data/metrics/<kind>/<ds>/*.json for every kind the report uses (absent folders are skipped)."""
-    inp = Inputs(ds)
+    """Read data/metrics/<kind>/<ds>/*.json for every kind the report uses (absent folders are
+    skipped), data/metrics/split/<ds>.json and data/metrics/giveaway/<ds>.json. The outcomes
+    under data/outcomes/ are read when the paired tests need them."""
+    inp = Inputs(ds, data=Path(data))
     for kind in KINDS:
         for f in sorted((Path(data) / "metrics" / kind / ds).glob("*.json")):
             inp.files[(kind, f.stem)] = read_metrics(f, kind)
@@ -170,6 +364,9 @@ def collect(data: Path, ds: str) -> Inputs:
     if split.exists():
         s = read_metrics(split, "split")
         inp.domain_users = s.get("evaluated_users", s.get("test", {}).get("interactions"))
+    give = Path(data) / "metrics" / "giveaway" / f"{ds}.json"
+    if give.exists():
+        inp.giveaway = read_giveaway(give)
     return inp
 
 
@@ -178,9 +375,9 @@ def resolve(inp: Inputs, ref: Ref) -> tuple[dict | None, int | None]:
     obj = inp.get(ref.kind, ref.name)
     if obj is None:
         return None, None
-    if ref.kind == "domain":
+    if ref.kind in ("domain", "floors"):
         sub = obj.get("llm_users")  # scored on the LLM rows' users: every row compares alike
-        return (sub, sub.get("users_scored")) if sub is not None else (obj, inp.domain_users)
+        return (sub, sub.get("users_scored")) if sub is not None else (obj, obj.get("users_scored", inp.domain_users))
     if ref.kind == "joint":
         block = obj[ref.side]
         return block, block.get("users_scored", obj.get("users_scored"))
@@ -188,13 +385,20 @@ def resolve(inp: Inputs, ref: Ref) -> tuple[dict | None, int | None]:
 
 
 def metric_row(inp: Inputs, ref: Ref, columns=T3_COLUMNS) -> dict:
+    """A table row: each column's value, its interval under row["ci"][column], the users it
+    is scored on, and the constant-"Yes" F1 floor of its interaction set."""
     m, users = resolve(inp, ref)
-    row = {"model": ref.label, "source": ref.path(inp.dataset), "present": m is not None, "users_scored": users,
-           "all_users": ref.kind == "domain" and "llm_users" not in (inp.get(ref.kind, ref.name) or {})}
+    row = {"model": ref.label, "kind": ref.kind, "name": ref.name, "side": ref.side,
+           "source": ref.path(inp.dataset), "outcomes": ref.outcome_path(inp.dataset), "present": m is not None,
+           "users_scored": users, "ci": {},
+           "all_users": ref.kind in ("domain", "floors") and "llm_users" not in (inp.get(ref.kind, ref.name) or {}),
+           "f1_floor": None if m is None else m.get("binary", {}).get("f1_floor")}
+    ci = {} if m is None else m.get("ci", {})
     for col in columns:
         proto, key = col[0], col[1]
         name = col[2] if len(col) > 2 else f"{proto}/{key}"
         row[name] = None if m is None else m.get(proto, {}).get(key)
+        row["ci"][name] = ci.get(f"{proto}/{key}")
     if m is not None and m.get("not_computed"):
         row["not_computed"] = m["not_computed"]
     return row
@@ -210,24 +414,49 @@ def improvement(ours: list[dict], baselines: list[dict], names: list[str]) -> di
     return out
 
 
+def users_summary(rows: list[dict]) -> dict:
+    """The user counts a table's present rows are scored on: {"counts": {n: [labels]}, "same": bool}."""
+    counts: dict = {}
+    for r in rows:
+        if r["present"]:
+            n = r["users_scored"]
+            counts.setdefault("?" if n is None else n, []).append(r["model"] + (" (all test users)" if r["all_users"]
+                                                                                 else ""))
+    order = sorted(counts, key=lambda n: (isinstance(n, str), n if isinstance(n, int) else 0))
+    return {"counts": {str(k): counts[k] for k in order}, "same": len(counts) <= 1}
+
+
+def f1_floors(rows: list[dict]) -> list[float]:
+    return sorted({round(r["f1_floor"], 4) for r in rows if r["present"] and r.get("f1_floor") is not None})
+
+
+def _table(inp: Inputs, base_refs: list[Ref], our_refs: list[Ref], columns=T3_COLUMNS) -> dict:
+    names = [c[2] for c in columns]
+    base = [metric_row(inp, r, columns) for r in base_refs]
+    ours = [metric_row(inp, r, columns) for r in our_refs]
+    rows = base + ours
+    real = [r for r in base if r["kind"] != "floors"]  # a floor is a reference, not a baseline to beat
+    return {"columns": names, "rows": rows, "improvement": improvement(ours, real, names),
+            "users": users_summary(rows), "f1_floor": f1_floors(rows)}
+
+
 def table3(inp: Inputs) -> dict:
-    names = [c[2] for c in T3_COLUMNS]
-    base = [metric_row(inp, r) for r in T3_BASELINES]
-    ours = [metric_row(inp, r) for r in T3_BDLM]
-    return {"columns": names, "rows": base + ours, "improvement": improvement(ours, base, names),
-            "improvement_note": "best BDLM row vs best baseline row, relative %"}
+    t = _table(inp, _with_floors(T3_BASELINES), T3_BDLM)
+    t["improvement_note"] = "best BDLM row vs best baseline row (floors excluded), relative %"
+    return t
 
 
 def table4(inp: Inputs) -> dict:
-    names = [c[2] for c in T3_COLUMNS]
-    base = [metric_row(inp, r) for r in T4_BASELINES]
-    ours = [metric_row(inp, r) for r in T4_BDLM]
-    return {"columns": names, "rows": base + ours, "improvement": improvement(ours, base, names),
-            "improvement_note": "best BDLM-NCF row vs NCF, relative %"}
+    t = _table(inp, T4_BASELINES + [MOSTPOP] + FLOOR_ROWS, T4_BDLM)
+    t["improvement"] = improvement(t["rows"][-2:], t["rows"][:1], t["columns"])
+    t["improvement_note"] = "best BDLM-NCF row vs NCF, relative %"
+    return t
 
 
 def ablation(inp: Inputs) -> dict:
-    return {"columns": [c[2] for c in T3_COLUMNS], "rows": [metric_row(inp, r) for r in ABLATION]}
+    rows = [metric_row(inp, r) for r in ABLATION + FLOOR_ROWS]
+    return {"columns": [c[2] for c in T3_COLUMNS], "rows": rows, "users": users_summary(rows),
+            "f1_floor": f1_floors(rows)}
 
 
 def _lambda_of(name: str, obj: dict) -> float | None:
@@ -243,7 +472,7 @@ def _lambda_of(name: str, obj: dict) -> float | None:
 
 
 def lambda_curve(inp: Inputs) -> list[dict]:
-    """[{lambda, side, HR@1, f1, users_scored, experiment}] from the lambda_<v> experiments (and
+    """[{lambda, side, HR@1, f1, ci, users_scored, experiment}] from the lambda_<v> experiments (and
     `bdlm` and `wo_jl` where their lambda is not already in the sweep), sorted by lambda then side."""
     points: dict[float, tuple[str, dict]] = {}
     for (kind, name), obj in inp.files.items():
@@ -261,8 +490,10 @@ def lambda_curve(inp: Inputs) -> list[dict]:
         name, obj = points[lam]
         for side in ("llm", "drs"):
             blk = obj[side]
+            ci = blk.get("ci", {})
             out.append({"lambda": lam, "side": side, "HR@1": blk.get("topk", {}).get("HR@1"),
                         "f1": blk.get("binary", {}).get("f1"),
+                        "ci": {"HR@1": ci.get("topk/HR@1"), "f1": ci.get("binary/f1")},
                         "users_scored": blk.get("users_scored", obj.get("users_scored")), "experiment": name})
     return out
 
@@ -289,17 +520,237 @@ def sft_loss_plot(inp: Inputs, variants: list[str]) -> list[dict]:
 
 
 def ablation_plot(abl: dict) -> list[dict]:
-    return [{"variant": r["model"], "HR@1": r["HR@1"], "f1": r["f1"]} for r in abl["rows"] if r["present"]]
+    return [{"variant": r["model"], "HR@1": r["HR@1"], "f1": r["f1"]} for r in abl["rows"]
+            if r["present"] and r["kind"] != "floors"]
+
+
+def scored_refs(inp: Inputs) -> list[Ref]:
+    """A row for every scored file present: domain models, floors, SFT variants, joint sides."""
+    refs = [Ref(DISPLAY.get(n, n), "domain", n) for (k, n) in inp.files if k == "domain"]
+    refs += [Ref(FLOOR_DISPLAY.get(n, n), "floors", n) for (k, n) in inp.files if k == "floors"]
+    refs += [Ref(f"LLM SFT {n}", "llm", n) for (k, n) in inp.files if k == "llm"]
+    refs += [Ref(f"joint {n} ({s})", "joint", n, s) for (k, n) in inp.files if k == "joint" for s in ("llm", "drs")]
+    return refs
 
 
 def cao_table(inp: Inputs) -> dict:
-    """Cao et al.'s protocols for every model, variant and joint side that has any of them."""
-    refs = [Ref(DISPLAY.get(n, n), "domain", n) for (k, n) in inp.files if k == "domain"]
-    refs += [Ref(f"LLM SFT {n}", "llm", n) for (k, n) in inp.files if k == "llm"]
-    refs += [Ref(f"joint {n} ({s})", "joint", n, s) for (k, n) in inp.files if k == "joint" for s in ("llm", "drs")]
-    rows = [metric_row(inp, r, CAO_COLUMNS) for r in refs]
+    """Cao et al.'s protocols for every model, floor, variant and joint side that has any of them."""
+    rows = [metric_row(inp, r, CAO_COLUMNS) for r in scored_refs(inp)]
     names = [f"{p}/{k}" for p, k in CAO_COLUMNS]
-    return {"columns": names, "rows": [r for r in rows if any(r[c] is not None for c in names)]}
+    rows = [r for r in rows if any(r[c] is not None for c in names)]
+    return {"columns": names, "rows": rows, "users": users_summary(rows)}
+
+
+def giveaway(inp: Inputs) -> dict:
+    """The give-away check, as the report states it: flagged, or the text-only scorers within chance."""
+    src = f"data/metrics/giveaway/{inp.dataset}.json"
+    g = inp.giveaway
+    if g is None:
+        return {"present": False, "gives_away": None, "flagged": [], "source": src,
+                "sentence": f"The give-away check has not run (`{src}` is missing:"
+                            f" `dvc repro evaluate_floors@{inp.dataset}`)."}
+    out = {"present": True, "gives_away": g["gives_away"], "flagged": list(g.get("flagged", [])), "source": src,
+           "text_anchor": g.get("text_anchor"), "text_backend": g.get("text_backend")}
+    if g["gives_away"]:
+        out["sentence"] = ("**The candidate sets give the positive away: " + "; ".join(out["flagged"]) + ".**"
+                           " A scorer that never sees the user beats chance on them, so no number measured on"
+                           f" them means what it says (negatives.text_anchor: {g.get('text_anchor', '?')}).")
+        return out
+    ref = next((r for r in g.get("rows", []) if r.get("set") == "test_topk" and r.get("scorer") == "centrality"),
+               None)
+    quote = ("" if ref is None else
+             f" (test top-K, title centrality: HR@1 {_num(ref['HR@1'])} [{_num(ref['low'])}, {_num(ref['high'])}],"
+             f" chance {_num(ref['chance'])}, n={ref.get('users', '?')})")
+    out["test_topk_centrality"] = ref
+    out["sentence"] = ("The candidate sets do not give the positive away: the text-only scorers are within chance"
+                       f"{quote}; `{src}`.")
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Paired tests: two rows compared on the users both are scored on, from their per-user
+# outcomes (McNemar on HR@k hits, paired bootstrap otherwise), Holm-adjusted per family.
+# --------------------------------------------------------------------------------------
+ALPHA = 0.05
+FAMILIES = {"table3": "Table 3: BDLM vs the baselines", "ablation": "Ablation steps",
+            "lambda": "λ sweep: each λ vs λ = 0", "vs_mostpop": "Every row vs MostPop",
+            "vs_random": "Every row vs Random"}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    family: str
+    a: Ref
+    b: Ref
+    protocol: str = "topk"
+    metric: str = "HR@1"
+    note: str | None = None
+
+
+def _best_baseline(t3: dict) -> Ref | None:
+    """The Table 3 baseline (floors excluded) with the highest top-K HR@1."""
+    by_label = {r.label: r for r in T3_BASELINES}
+    rows = [r for r in t3["rows"] if r["model"] in by_label and r["present"] and r["HR@1"] is not None]
+    return by_label[max(rows, key=lambda r: r["HR@1"])["model"]] if rows else None
+
+
+def comparisons(inp: Inputs, t3: dict, curve: list[dict]) -> tuple[list[Comparison], list[str]]:
+    """Every comparison of the report's families, and notes on families that cannot be formed."""
+    notes = []
+    bdlm_llm, bdlm_drs = T3_BDLM
+    lgcn = next(r for r in T3_BASELINES if r.name == "lightgcn")
+    out = [Comparison("table3", bdlm_llm, b) for b in T3_BASELINES]
+    out.append(Comparison("table3", bdlm_drs, lgcn))
+    best = _best_baseline(t3)
+    if best is not None and best != lgcn:
+        out.append(Comparison("table3", bdlm_drs, best, note="BDLM-llm's best baseline"))
+    ab = {r.label: r for r in ABLATION}
+    out += [Comparison("ablation", ab[x], ab[y]) for x, y in (
+        ("BDLM", "w/o JL"), ("w/o JL", "LLM-only SFT"), ("LLM-only SFT", "w/o PE"), ("LLM-only SFT", "w/o ET"),
+        ("LLM-only SFT", "w/o aux"))]
+    zero = next((p["experiment"] for p in curve if p["lambda"] == 0), None)
+    if zero is None:
+        notes.append("λ sweep: no λ = 0 point (`wo_jl` or `lambda_0`) to compare with" if curve
+                     else "λ sweep: no sweep points yet")
+    else:
+        for p in curve:
+            if p["lambda"] != 0:
+                out.append(Comparison("lambda", Ref(f"λ={p['lambda']:g} ({p['side']})", "joint", p["experiment"],
+                                                    p["side"]),
+                                      Ref(f"λ=0 ({p['side']})", "joint", zero, p["side"])))
+    seen, rows = set(), []
+    for r in _with_floors(T3_BASELINES) + T3_BDLM + ABLATION + T4_BASELINES + T4_BDLM + scored_refs(inp):
+        if r.key not in seen and inp.get(r.kind, r.name) is not None:
+            seen.add(r.key)
+            rows.append(r)
+    for family, ref in (("vs_mostpop", MOSTPOP), ("vs_random", RANDOM)):
+        out += [Comparison(family, r, ref) for r in rows if r.key != ref.key]
+    return out, notes
+
+
+def _protocol_rows(t, protocol: str):
+    import pyarrow.compute as pc
+
+    return t.filter(pc.equal(t["protocol"], protocol))
+
+
+def _uids(t, protocol: str) -> np.ndarray:
+    return np.unique(_protocol_rows(t, protocol)["uid"].to_numpy())
+
+
+def per_user(t, protocol: str, metric: str, users: np.ndarray) -> np.ndarray:
+    """Per-user outcome of `metric` (HR@k / Recall@k: 0/1 hits; NDCG@k: real) for `users`, in order."""
+    from pipeline import metrics
+
+    name, k = metric.split("@")
+    if name in ("HR", "Recall"):
+        return metrics.per_user_hits(t, protocol, int(k), users)
+    if name == "NDCG":
+        r = _protocol_rows(t, protocol)
+        ranks = dict(zip(r["uid"].to_numpy().tolist(), r["rank"].to_numpy().tolist()))
+        return np.array([(1.0 / math.log2(ranks[u] + 2) if ranks[u] < int(k) else 0.0) if u in ranks else np.nan
+                         for u in np.asarray(users).tolist()])
+    raise PipelineError(f"paired tests: no per-user outcome for metric {metric!r}")
+
+
+def llm_subset(inp: Inputs, protocol: str) -> np.ndarray | None:
+    """The LLM user subset: the uids of the first LLM/joint row with outcomes (every LLM row is
+    scored on the same seeded subset, evaluate_llm.max_users / seed); None when there is none."""
+    for r in [*T3_BDLM, *ABLATION, *(x for x in scored_refs(inp) if x.kind in ("llm", "joint"))]:
+        t = inp.outcomes(r)
+        if t is not None and len(u := _uids(t, protocol)):
+            return u
+    return None
+
+
+def _confidence(inp: Inputs) -> float:
+    return next((float(o["confidence"]) for o in inp.files.values() if _number(o.get("confidence"))
+                 and o.get("confidence") is not None), 0.95)
+
+
+def _finite(v):
+    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+
+
+def paired_tests(inp: Inputs, t3: dict, curve: list[dict]) -> dict:
+    """{"families": {family: [test]}, "skipped": [...], "notes": [...]}; each test names its two
+    rows, the users (n, and which subset), diff = a - b with its interval, p, Holm's p within the
+    family, and a verdict: "significant" only when Holm's p < .05."""
+    from pipeline import stats
+
+    conf = _confidence(inp)
+    comps, notes = comparisons(inp, t3, curve)
+    families: dict[str, list[dict]] = {f: [] for f in FAMILIES}
+    skipped = []
+    for c in comps:
+        ta, tb = inp.outcomes(c.a), inp.outcomes(c.b)
+        base = {"family": c.family, "a": c.a.label, "b": c.b.label, "protocol": c.protocol, "metric": c.metric,
+                "a_outcomes": c.a.outcome_path(inp.dataset), "b_outcomes": c.b.outcome_path(inp.dataset)}
+        if c.note:
+            base["note"] = c.note
+        missing = [r.outcome_path(inp.dataset) for r, t in ((c.a, ta), (c.b, tb)) if t is None]
+        if missing:
+            skipped.append({**base, "missing": missing, "reason": "outcome file missing"})
+            continue
+        users = np.intersect1d(_uids(ta, c.protocol), _uids(tb, c.protocol))
+        scope = "users both rows are scored on"
+        if {c.a.kind, c.b.kind} & {"domain", "floors"}:
+            sub = llm_subset(inp, c.protocol)
+            if sub is None:
+                scope = "every test user both rows are scored on (no LLM outcomes to take the LLM subset from)"
+            else:
+                users, scope = np.intersect1d(users, sub), "the LLM user subset"
+        if not len(users):
+            skipped.append({**base, "missing": [], "reason": f"no users in common on {c.protocol}"})
+            continue
+        t = stats.paired_test(per_user(ta, c.protocol, c.metric, users), per_user(tb, c.protocol, c.metric, users),
+                              conf, names=(c.a.label, c.b.label))
+        families[c.family].append({**base, "users": scope, "n": t.n, "diff": _finite(t.diff), "low": _finite(t.low),
+                                   "high": _finite(t.high), "p": _finite(t.p_value), "method": t.method})
+    for tests in families.values():
+        adjusted = stats.holm([np.nan if x["p"] is None else x["p"] for x in tests])
+        for x, p in zip(tests, adjusted):
+            x["p_holm"] = _finite(p)
+            x["significant"] = x["p_holm"] is not None and x["p_holm"] < ALPHA
+            x["verdict"] = (f"significant ({x['a']} {'above' if x['diff'] > 0 else 'below'} {x['b']})"
+                            if x["significant"] else f"not distinguishable from noise at n={x['n']}")
+    return {"confidence": conf, "alpha": ALPHA, "families": families, "skipped": skipped, "notes": notes}
+
+
+def md_paired_tests(pt: dict) -> list[str]:
+    pct = round(100 * pt["confidence"])
+    out = ["## Paired tests", "",
+           ("Two rows compared on the same users: those both have per-user outcomes for (a domain model or"
+           " floor is restricted to the LLM user subset, the users the LLM rows are scored on); n is their"
+           f" number. diff = a - b with its {pct}% interval; HR@k: exact McNemar test on the per-user hits,"
+           " other metrics: paired bootstrap over users. p (Holm) is adjusted within each family; a"
+           f" difference is called significant only when p (Holm) < {_num(pt['alpha'], 2)}.")]
+    for fam, title in FAMILIES.items():
+        tests = pt["families"][fam]
+        out += ["", f"### {title}", ""]
+        if not tests:
+            out.append("No comparison could be run (see the skipped list below).")
+            continue
+        out += ["| a | b | metric | n | diff [CI] | p | p (Holm) | verdict |", "|---|---|---|---|---|---|---|---|"]
+        for x in tests:
+            diff = "-" if x["diff"] is None else ("+" if x["diff"] > 0 else "") + _num(x["diff"])
+            b = x["b"] + (f" ({x['note']})" if x.get("note") else "")
+            out.append(f"| {x['a']} | {b} | {'top-K' if x['protocol'] == 'topk' else x['protocol']} {x['metric']} |"
+                       f" {x['n']} | {diff}{_interval([x['low'], x['high']])} | {_p(x['p'])} | {_p(x['p_holm'])} |"
+                       f" {x['verdict']} |")
+        scopes = sorted({x["users"] for x in tests})
+        out += ["", "Users: " + "; ".join(scopes) + "."]
+    if pt["notes"]:
+        out += ["", *(f"- {n}" for n in pt["notes"])]
+    if pt["skipped"]:
+        by_file: dict[str, list[str]] = {}
+        for s in pt["skipped"]:
+            for f in s["missing"] or [s["reason"]]:
+                by_file.setdefault(f, []).append(f"{s['a']} vs {s['b']}")
+        out += ["", f"Skipped ({len(pt['skipped'])} comparisons):"]
+        out += [f"- `{f}`: {', '.join(dict.fromkeys(v))}" if f.startswith("data/") else f"- {f}: {', '.join(v)}"
+                for f, v in by_file.items()]
+    return out
 
 
 def training(inp: Inputs) -> list[dict]:
@@ -318,12 +769,14 @@ def training(inp: Inputs) -> list[dict]:
 
 def expected_missing(inp: Inputs) -> list[str]:
     """Files a table row needs that are not there, in table order, without repeats."""
-    refs = T3_BASELINES + T3_BDLM + ABLATION + T4_BASELINES + T4_BDLM
+    refs = _with_floors(T3_BASELINES) + T3_BDLM + ABLATION + T4_BASELINES + T4_BDLM
     seen = []
     for r in refs:
         p = r.path(inp.dataset)
         if inp.get(r.kind, r.name) is None and p not in seen:
             seen.append(p)
+    if inp.giveaway is None:
+        seen.append(f"data/metrics/giveaway/{inp.dataset}.json")
     if not any(k == "joint" and n.startswith("lambda_") for k, n in inp.files):
         seen.append(f"data/metrics/joint/{inp.dataset}/lambda_<value>.json (lambda sweep)")
     return seen
@@ -335,8 +788,12 @@ SWEEP = "bdlm,wo_jl,lambda_1e-3,lambda_1e-1,lambda_1,lambda_10"
 def how_to_produce(missing: str) -> str:
     """The params change that produces a missing metrics file (the default run leaves the
     opt-in sets out: NCF joint training, the lambda sweep, extra SFT variants)."""
-    parts = missing.split("/")  # data/metrics/<kind>/<ds>/<name>.json
-    kind, name = parts[2], parts[4].split(".json")[0]
+    parts = missing.split("/")  # data/metrics/<kind>/<ds>/<name>.json or data/metrics/giveaway/<ds>.json
+    kind = parts[2]
+    if kind in ("floors", "giveaway"):
+        ds = parts[3].split(".json")[0]
+        return f"`dvc repro evaluate_floors@{ds}`"
+    name = parts[4].split(".json")[0]
     if name.startswith("lambda_"):
         return f"opt-in, `dvc exp run -S 'joint.experiments=[{SWEEP}]'`"
     lists = {"llm": "llm.variants", "joint": "joint.experiments", "domain": "domain.models"}
@@ -347,10 +804,12 @@ def how_to_produce(missing: str) -> str:
 
 def build_report(inp: Inputs, variants: list[str] = ()) -> dict:
     """Everything the report shows; `variants` (llm.variants) name the SFT loss plot's fields."""
+    t3 = table3(inp)
     abl = ablation(inp)
     curve = lambda_curve(inp)
-    return {"dataset": inp.dataset, "domain_users": inp.domain_users, "table3": table3(inp), "ablation": abl,
-            "table4": table4(inp), "lambda": curve, "cao": cao_table(inp), "training": training(inp),
+    return {"dataset": inp.dataset, "domain_users": inp.domain_users, "giveaway": giveaway(inp), "table3": t3,
+            "ablation": abl, "table4": table4(inp), "lambda": curve, "cao": cao_table(inp),
+            "paired_tests": paired_tests(inp, t3, curve), "training": training(inp),
             "missing": expected_missing(inp),
             "plots": {"ablation": ablation_plot(abl), "lambda": lambda_plot(curve),
                       "sft_loss": sft_loss_plot(inp, list(variants))}}
@@ -377,7 +836,8 @@ def _pct(v) -> str:
 
 def md_metric_table(rows: list[dict], columns: list[str], digits: int = 3, improvement: dict | None = None,
                     improvement_label: str = "(Improv.)", headers: list[str] | None = None) -> str:
-    """Rows x columns, best present value per column in bold, a users column, optional improvement row."""
+    """Rows x columns, each cell `value [interval]`, the best present value per column in bold,
+    a users column, optional improvement row."""
     best = {c: max((r[c] for r in rows if r[c] is not None), default=None) for c in columns}
     lower_better = {c for c in columns if c.endswith(("RMSE", "MAE"))}
     for c in lower_better:
@@ -385,12 +845,36 @@ def md_metric_table(rows: list[dict], columns: list[str], digits: int = 3, impro
     head = ["Models", *(headers or columns), "users scored"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [("**" + _fmt(r[c], digits) + "**") if r[c] is not None and r[c] == best[c] and
-                 sum(1 for x in rows if x[c] is not None) > 1 else _fmt(r[c], digits) for c in columns]
+        cells = [cell(r[c], r.get("ci", {}).get(c), digits,
+                      bold=r[c] is not None and r[c] == best[c] and sum(1 for x in rows if x[c] is not None) > 1)
+                 for c in columns]
         lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {_users(r)} |")
     if improvement is not None:
         lines.append(f"| {improvement_label} | " + " | ".join(_pct(improvement[c]) for c in columns) + " | |")
     return "\n".join(lines)
+
+
+def users_caption(table: dict) -> str:
+    """The sentence that says how many users a table's rows are scored on."""
+    counts = table["users"]["counts"]
+    if not counts:
+        return "No row of this table is scored yet."
+    if table["users"]["same"]:
+        (n, labels), = counts.items()
+        every = " (every test user)" if any(lab.endswith("(all test users)") for lab in labels) else ""
+        return f"Every row here is scored on the same {n} users{every}."
+    parts = "; ".join(f"{n} users: {', '.join(labels)}" for n, labels in counts.items())
+    return (f"**Rows of this table are scored on different numbers of users** ({parts}): a difference between"
+            " rows of different user counts is only approximate; the paired tests compare rows on the users"
+            " they share.")
+
+
+def f1_caption(table: dict) -> str:
+    floors = table.get("f1_floor") or []
+    if not floors:
+        return ""
+    return (f" A constant \"Yes\" scores F1 {' / '.join(_num(f) for f in floors)} on these interaction sets"
+            " (`binary.f1_floor`): an f1 near it is no better than saying Yes to every pair.")
 
 
 def markdown_report(rep: dict, plots: dict[str, str] | None = None) -> str:
@@ -407,35 +891,45 @@ def markdown_report(rep: dict, plots: dict[str, str] | None = None) -> str:
                       " only approximate; the `users scored` column gives each row's count. '-' = not available.")
     else:
         users_note = (f"Every row is scored on the same seeded subset of test users ({', '.join(map(str, llm_users))};"
-                      " `evaluate_llm.max_users` / `seed`): domain models too, so rows compare like with like."
-                      f" The domain models on every test user ({rep['domain_users']}) are in"
+                      " `evaluate_llm.max_users` / `seed`): domain models and floors too, so rows compare like"
+                      f" with like. The domain models on every test user ({rep['domain_users']}) are in"
                       f" `data/reports/{ds}/baselines.md`. '-' = not available.")
-    out = [f"# Report: {ds} (test split)", "", users_note, "",
+    cells = ("Each cell: value [95% interval] (Wilson for hit rates, bootstrap over users otherwise)."
+             " Random, Centrality (title) and Centrality + pop. are user-agnostic floors (they never see"
+             " the user): a row is only worth what it adds over them.")
+    out = [f"# Report: {ds} (test split)", "", rep["giveaway"]["sentence"], "", users_note, "", cells, "",
            "## Table 3: domain baselines, LLM-only SFT and BDLM (BDLM paper layout)", "",
-           "HR@1/HR@2: top-K over 1 positive + 19 negatives; prec/rec/f1: interaction prediction"
+           "HR@1/HR@2: top-K over 1 positive + 19 negatives; prec/rec/f1/AUC/acc: interaction prediction"
            " (1 + 1, threshold chosen on valid). LLM-only SFT = BDLM tokens pre-loaded + auxiliary"
            " tasks, no mutual learning (the paper's InstructRec row). Improv. = best BDLM row vs the"
-           " best baseline row (LLM-only SFT included), relative.", "",
+           " best baseline row (LLM-only SFT included, floors excluded), relative." + f1_caption(t3) + " "
+           + users_caption(t3), "",
            md_metric_table(t3["rows"], t3["columns"], improvement=t3["improvement"]), "",
            "## Ablations", "",
            "BDLM and w/o JL are joint experiments read on the LLM side; w/o PE (random token rows),"
            " w/o ET (ids as plain text) and w/o aux (no MIM/BPR/MLM) are SFT-only variants with no"
-           " mutual learning, so compare them with the LLM-only SFT row.", "",
+           " mutual learning, so compare them with the LLM-only SFT row." + f1_caption(rep["ablation"]) + " "
+           + users_caption(rep["ablation"]), "",
            md_metric_table(rep["ablation"]["rows"], rep["ablation"]["columns"]), "",
            "## Table 4: BDLM with NCF as the domain model", "",
+           "Improv. = best BDLM-NCF row vs NCF, relative." + f1_caption(rep["table4"]) + " "
+           + users_caption(rep["table4"]), "",
            md_metric_table(rep["table4"]["rows"], rep["table4"]["columns"], improvement=rep["table4"]["improvement"]),
            "", "## Mutual-learning weight λ", ""]
     if rep["lambda"]:
-        out += ["| λ | side | HR@1 | f1 | users scored | experiment |", "|---|---|---|---|---|---|"]
-        out += [f"| {p['lambda']:g} | {p['side']} | {_fmt(p['HR@1'])} | {_fmt(p['f1'])} | "
-                f"{p['users_scored'] if p['users_scored'] is not None else '?'} | {p['experiment']} |"
+        ns = sorted({p["users_scored"] for p in rep["lambda"] if p["users_scored"] is not None})
+        out += [f"Every point is scored on the same {ns[0]} users." if len(ns) == 1 else
+                f"**Points are scored on different numbers of users** ({', '.join(map(str, ns)) or '?'}).", "",
+                "| λ | side | HR@1 | f1 | users scored | experiment |", "|---|---|---|---|---|---|"]
+        out += [f"| {p['lambda']:g} | {p['side']} | {cell(p['HR@1'], p['ci']['HR@1'])} | {cell(p['f1'], p['ci']['f1'])}"
+                f" | {p['users_scored'] if p['users_scored'] is not None else '?'} | {p['experiment']} |"
                 for p in rep["lambda"]]
     else:
         out.append("No λ sweep yet (data/metrics/joint/<ds>/lambda_<value>.json).")
     cao = rep["cao"]
     out += ["", "## Cao et al. protocols", "",
             "Retrieval: full item set, the user's known items masked; ranking: 1 + 99; rating: RMSE/MAE"
-            " (lower is better).", ""]
+            " (lower is better)." + (" " + users_caption(cao) if cao["rows"] else ""), ""]
     if cao["rows"]:
         heads = [c.replace("retrieval/", "ret ").replace("ranking/", "rank ").replace("rating/", "")
                  for c in cao["columns"]]
@@ -446,6 +940,7 @@ def markdown_report(rep: dict, plots: dict[str, str] | None = None) -> str:
             out += ["", *(f"- {n}" for n in notes)]
     else:
         out.append("No model has these metrics yet.")
+    out += ["", *md_paired_tests(rep["paired_tests"])]
     if rep["training"]:
         out += ["", "## Training", "", "| stage | run | seconds | logged steps/epochs | final loss |",
                 "|---|---|---|---|---|"]

@@ -1,15 +1,19 @@
 """report: the paper-style report for one dataset, from whatever metrics files exist.
 
-Reads data/metrics/{domain,pretrain,llm,sft,joint,joint_train}/<ds>/*.json and
-data/metrics/split/<ds>.json; writes data/reports/<ds>/report.{md,json} (BDLM Table 3,
-ablations, Table 4, the lambda sweep, Cao et al.'s protocols, training times, missing
-inputs) and the flat files that dvc.yaml's top-level `plots` render:
+Reads data/metrics/{domain,floors,pretrain,llm,sft,joint,joint_train}/<ds>/*.json,
+data/metrics/split/<ds>.json, data/metrics/giveaway/<ds>.json (the give-away check of the
+candidate sets, stage evaluate_floors) and, for the paired tests, the per-user outcomes
+data/outcomes/{domain,floors,llm,joint}/<ds>/*.parquet; writes data/reports/<ds>/report.{md,json}
+(the give-away flag, BDLM Table 3, ablations, Table 4, the lambda sweep, Cao et al.'s protocols,
+every cell with its interval and the floors as rows, paired tests with Holm-adjusted p-values,
+training times, missing inputs) and the flat files that dvc.yaml's top-level `plots` render:
 data/reports/plots/ablation/<ds>.json ([{variant, HR@1, f1}]) and
 data/reports/plots/lambda/<ds>.json ([{lambda, HR@1 llm, HR@1 drs, f1 llm, f1 drs}]) and
 data/reports/plots/sft_loss/<ds>.json ([{step, <variant>: loss, ...}], fields = llm.variants).
 The plot files sit in one folder per chart (not under <ds>/) so that one top-level plot
 definition covers every dataset.
-A missing metrics file is listed in the report, never an error; a malformed one is.
+A missing metrics or outcomes file is listed in the report, never an error; a malformed one
+is, and so is a metrics file in the old format (no intervals): it names the stage to re-run.
 """
 from __future__ import annotations
 
