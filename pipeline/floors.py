@@ -41,6 +41,11 @@ def centrality(vectors, cands: np.ndarray, block: int = 4096) -> np.ndarray:
     return out
 
 
+def has_text(vectors) -> bool:
+    """Whether any item has a non-empty text vector (a catalogue without titles has none)."""
+    return bool(vectors.nnz) if sp.issparse(vectors) else bool(np.any(np.asarray(vectors) != 0))
+
+
 def _zscore_rows(a: np.ndarray) -> np.ndarray:
     sd = a.std(axis=1, keepdims=True)
     return (a - a.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0)

@@ -54,10 +54,21 @@ def main() -> None:
     vectors = text_vectors(titles, neg_cfg)
     log_pop = floors.log_popularity(ev.splits["train"]["iid"].to_numpy(), ev.n_items)
     users = llm_users(params, ev)
+    no_text = not floors.has_text(vectors)
+    reason = f"no item of {ds} has a title to compare (data/kcore/{ds}/items.parquet): centrality not computed"
     for name in floors.FLOORS:
-        write_scores(floor_outcomes(name, ev, vectors, log_pop, cfg.seed), cfg, {"dataset": ds, "floor": name},
-                     paths.metrics_floors(ds, name), paths.outcomes("floors", ds, name), {"llm_users": users})
-    check = floors.giveaway_check(ev.candidates, vectors, log_pop, cfg.confidence)
+        header = {"dataset": ds, "floor": name}
+        if no_text and name != "random":  # skip only the floors that need titles, and say so
+            table = metrics.Outcomes().table()
+            header["not_computed"] = {"topk": reason, "ranking": reason}
+        else:
+            table = floor_outcomes(name, ev, vectors, log_pop, cfg.seed)
+        write_scores(table, cfg, header, paths.metrics_floors(ds, name), paths.outcomes("floors", ds, name),
+                     {"llm_users": users})
+    check = ({"rows": [], "gives_away": False, "flagged": [], "not_computed": reason} if no_text
+             else floors.giveaway_check(ev.candidates, vectors, log_pop, cfg.confidence))
+    if no_text:
+        print(f"[floors] {reason}")
     write_json({"dataset": ds, "text_anchor": neg_cfg.text_anchor, "text_backend": neg_cfg.text_backend, **check},
                paths.metrics("giveaway", ds))
     for r in check["rows"]:
