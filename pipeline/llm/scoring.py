@@ -75,17 +75,21 @@ class Scorer:
     @torch.no_grad()
     def first_token(self, prompts: list[str], columns: torch.Tensor, desc: str = "") -> np.ndarray:
         """log p(first answer token = columns[j] | prompt i), normalised over the whole vocabulary."""
-        out = []
+        out = np.zeros((len(prompts), len(columns)), dtype=np.float32)
+        # batches of similar length: a batch is padded to its longest prompt, and prompts of one
+        # task differ mostly in history length (a row's result does not depend on its batch)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         for s in tqdm(range(0, len(prompts), self.cfg.batch_size), desc=desc, disable=not desc, mininterval=10):
-            batch, pos, cut = prompt_batch(self.tok, prompts[s:s + self.cfg.batch_size], self.cfg.max_len,
-                                           self.decoder_start)
+            idx = order[s:s + self.cfg.batch_size]
+            chunk = [prompts[i] for i in idx]
+            batch, pos, cut = prompt_batch(self.tok, chunk, self.cfg.max_len, self.decoder_start)
             self.truncated += cut
             with autocast(self.precision, self.device):
                 logits, h = prompt_forward(self.model, batch, pos, self.pooling)
             if h is not None:
-                self._features.update(zip(prompts[s:s + self.cfg.batch_size], h))
-            out.append(torch.log_softmax(logits.float(), dim=-1)[:, columns].numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(columns)))
+                self._features.update(zip(chunk, h))
+            out[idx] = torch.log_softmax(logits.float(), dim=-1)[:, columns].numpy()
+        return out
 
     def features(self, prompts: list[str]) -> torch.Tensor:
         """h [len(prompts), hidden] (float32) for a Scorer built with `pooling`: the kept
