@@ -103,7 +103,7 @@ class SequentialModel(TrainableModel):
         """[B, dim] encoder state at the last position of each user's history."""
         users = torch.as_tensor(users, dtype=torch.long, device=self.item_emb.weight.device)
         ids = self.history_ids(users)
-        if self.full_width:
+        if self.full_width or len(users) == 0:
             return self.encode(ids)[:, -1]
         # padding-free: encode batch_size users at a time in order of history length, each
         # group cut to its longest history (a state does not depend on its batch-mates)
@@ -114,8 +114,6 @@ class SequentialModel(TrainableModel):
             rows = order[s:s + self.batch_size]
             width = max(int(lengths[rows].max()), 1)
             states.append(self.encode(ids[rows, ids.shape[1] - width:])[:, -1])
-        if not states:
-            return self.encode(ids)[:, -1]
         return torch.cat(states)[torch.argsort(order)]
 
     def score_all(self, users) -> torch.Tensor:
@@ -246,20 +244,20 @@ class SASRec(TransformerBackbone):
         who has seen every item keeps a draw that at least differs from the target."""
         targets, n = batch["targets"].numpy(), self.n_items
 
-        def draw(t, shift=None):  # uniform over the n - 1 items other than t
-            return (t + 1 + (rng.integers(0, n - 1, size=t.shape) if shift is None else shift)) % n
+        def draw(t, shift):  # uniform over the n - 1 items other than t, for shift in [0, n - 1)
+            return (t + 1 + shift) % n
 
         # the first draw is max_len wide whatever the batch's width, so that a narrower
         # batch gets the very negatives (and leaves rng where) the full-width one would
-        shift = rng.integers(0, n - 1, size=(len(targets), self.max_len))[:, self.max_len - targets.shape[1]:]
-        negs = draw(np.maximum(targets, 0), shift)
+        shift = rng.integers(0, n - 1, size=(len(targets), self.max_len))
+        negs = draw(np.maximum(targets, 0), shift[:, self.max_len - targets.shape[1]:])
         for row, u in enumerate(batch["users"].tolist()):
             seen, valid = data.sequence(u), targets[row] >= 0
             bad = valid & np.isin(negs[row], seen)
             for _ in range(3):  # rejection: cheap when a user has seen few of many items
                 if not bad.any():
                     break
-                negs[row, bad] = draw(targets[row, bad])
+                negs[row, bad] = draw(targets[row, bad], rng.integers(0, n - 1, size=int(bad.sum())))
                 bad = valid & np.isin(negs[row], seen)
             if bad.any():  # a heavy user: draw from the unseen items directly
                 unseen = np.setdiff1d(np.arange(n), seen)
@@ -281,7 +279,8 @@ class SASRec(TransformerBackbone):
 
 class GRU4Rec(SequentialModel):
     """Session-based recommendation with RNNs (Hidasi et al., 2016), trained with
-    cross-entropy over all items at every position (the RecBole setting)."""
+    cross-entropy over all items at every position (the RecBole setting). The GRU runs over
+    each user's real items only (packed; RecBole gets the same by padding on the right)."""
 
     name = "gru4rec"
 
