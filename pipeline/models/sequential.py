@@ -53,7 +53,7 @@ class SequentialModel(TrainableModel):
         self.max_len = self.positive("max_len", 50)
         self.n_layers = int(self.cfg.get("n_layers", 2))
         self.batch_size = self.positive("batch_size", 256)
-        self.bucket = self.positive("bucket", 8)
+        self.bucket = self.positive("bucket", 16)
         self.full_width = False  # True: pad every batch to max_len (+ 1), as before padding-free
         self.item_emb = nn.Embedding(n_items + self.n_special, self.dim, padding_idx=0)
         # small init: scores are raw dot products, and N(0, 1) rows start them far from 0
