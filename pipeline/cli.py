@@ -31,6 +31,9 @@ def run(main: Callable[[], None]) -> None:
     SIGTERM (a killed `dvc repro`, a cancelled Prefect run) unwinds like an exception, so the
     stage's temp outputs are removed and nothing half-written is left behind."""
     start = time.perf_counter()
+    # a stage's lines show as they are printed, also when stdout is a file or a CI log
+    # (Python block-buffers stdout there, and nothing appeared for minutes)
+    sys.stdout.reconfigure(line_buffering=True)
     signal.signal(signal.SIGTERM, _terminated)
     try:
         main()

@@ -1,5 +1,5 @@
 """Train a domain model: Adam, early stopping on a valid score (higher is better), atomic
-checkpoints of the best weights, progress on the terminal. Readable top to bottom."""
+checkpoints of the best weights, progress wherever the output goes (pipeline.progress). Readable top to bottom."""
 from __future__ import annotations
 
 import time
@@ -9,13 +9,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from pipeline.checkpoint import save_weights
 from pipeline.models.base import DomainModel, StaticModel, TrainableModel
 from pipeline.models.data import Interactions
 from pipeline.models.registry import model_class
 from pipeline.params import get, section
+from pipeline.progress import progress, say
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ def build_model(cls: type[DomainModel], n_users: int, n_items: int, cfg: dict, s
 
 def fit(model: DomainModel, data: Interactions, valid_metric: Callable[[DomainModel], float],
         cfg: TrainConfig, checkpoint: Path | None = None, metadata: dict[str, str] | None = None,
-        log: Callable[[str], None] = print) -> list[dict]:
+        log: Callable[[str], None] = say) -> list[dict]:
     """Train `model` in place; at the end it holds the weights with the best valid metric.
     Bitwise repeatable for a seed: with more than one thread, the gradient of an embedding
     gather (index_put with accumulate) sums in a thread-dependent order unless torch's
@@ -82,8 +81,7 @@ def _fit(model, data, valid_metric, cfg: TrainConfig, checkpoint, metadata, log)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         start, total, n = time.perf_counter(), 0.0, 0
-        for batch in tqdm(model.batches(data, rng), desc=f"{model.name} epoch {epoch}", leave=False,
-                          mininterval=5, disable=None):
+        for batch in progress(model.batches(data, rng), f"{model.name} epoch {epoch}"):
             loss = model.loss(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -174,3 +174,17 @@ def test_scores_on_a_user_subset_are_the_scores_of_sets_holding_only_those_users
     fit(model, data, lambda m: heldout_hr(m, data, held), TrainConfig(epochs=3, lr=0.02, seed=1), log=lambda s: None)
     assert evaluate(model, sub) == evaluate(model, sets(some))
     assert evaluate(model, sub) != evaluate(model, ev)
+
+
+def test_training_progress_shows_in_a_log(monkeypatch, capfd):
+    """Off a terminal (a log file, CI), fit prints flushed step and epoch lines, not a bar."""
+    from pipeline import progress
+    monkeypatch.setattr(progress, "EVERY", 0.0)  # a line per step
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False)
+    data, _ = planted()
+    model = MF(data.n_users, data.n_items, {"dim": 8, "batch_size": 128})
+    fit(model, data, lambda m: 0.0, TrainConfig(epochs=2, patience=5, seed=1))
+    out, err = capfd.readouterr()
+    assert "[mf] epoch 1: loss" in out and "[mf] epoch 2: loss" in out
+    steps = [line for line in err.splitlines() if line.startswith("[mf epoch 1] ")]
+    assert len(steps) >= 2 and steps[0].startswith("[mf epoch 1] step 1,") and "\r" not in err

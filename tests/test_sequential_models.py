@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from pipeline.errors import PipelineError
 from pipeline.metrics import known_items, retrieval_metrics
 from pipeline.models.data import Interactions
 from pipeline.models.sequential import BERT4Rec, GRU4Rec, SASRec
@@ -115,7 +116,11 @@ def test_batches_hold_only_the_users_own_train_items(cls, cfg):
     for batch in model.batches(data, np.random.default_rng(0)):
         assert len(batch["users"]) <= TINY["batch_size"]
         inputs, targets = batch["inputs"].numpy(), batch["targets"].numpy()
-        assert inputs.shape == targets.shape == (len(batch["users"]), max_len)
+        # padded to the batch's longest sequence only: its first column holds a real item
+        span = max_len if cls is BERT4Rec else max_len + 1
+        longest = min(span, max(len(data.sequence(u)) for u in batch["users"].tolist()))
+        width = longest if cls is BERT4Rec else longest - 1
+        assert inputs.shape == targets.shape == (len(batch["users"]), width)
         for row, u in enumerate(batch["users"].tolist()):
             seen_users.append(u)
             own = set(data.sequence(u).tolist())
@@ -220,3 +225,87 @@ def test_interface(walk, cls, cfg):
 def test_sasrec_rejects_unknown_loss():
     with pytest.raises(ValueError, match="loss"):
         SASRec(N_USERS, N_ITEMS, {**TINY, "loss": "bpr"})
+
+
+def widths(model, data, seed=0) -> list[int]:
+    return [b["inputs"].shape[1] for b in model.batches(data, np.random.default_rng(seed))]
+
+
+@pytest.mark.parametrize("cls,cfg", MODELS)
+def test_padding_free_batches_give_the_padded_loss(cls, cfg):
+    """The same users, negatives and masks padded to max_len or to the batch's longest
+    sequence: same loss and same gradients (dropout 0) -- attention ignores pads, the GRU
+    never sees them, and learned positions count from the right. Positions are scaled up so
+    that counting them from the left instead would show."""
+    data = Interactions.from_table(random_log(), N_USERS, N_ITEMS)
+    torch.manual_seed(0)
+    model = cls(N_USERS, N_ITEMS, {**TINY, **cfg, "dropout": 0.0, "bucket": 4})
+    if hasattr(model, "pos_emb"):
+        torch.nn.init.normal_(model.pos_emb.weight, std=1.0)
+    narrow = list(model.batches(data, np.random.default_rng(3)))
+    model.full_width = True
+    wide = list(model.batches(data, np.random.default_rng(3)))
+    assert len(narrow) == len(wide) and any(b["inputs"].shape[1] < TINY["max_len"] for b in narrow)
+    for a, b in zip(narrow, wide):
+        w = a["inputs"].shape[1]
+        assert torch.equal(a["users"], b["users"])
+        for key in a.keys() - {"users"}:  # the narrow batch is the wide one's last columns
+            assert torch.equal(a[key], b[key][:, -w:]) and (b[key][:, :-w] == -1).all()
+        for train in (False, True):
+            model.train(train)
+            losses, grads = [], []
+            for batch in (a, b):
+                model.zero_grad()
+                loss = model.loss(batch)
+                loss.backward()
+                losses.append(loss.detach())
+                grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+            torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+            for g_narrow, g_wide in zip(*grads):
+                torch.testing.assert_close(g_narrow, g_wide, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls,cfg", MODELS)
+def test_padding_free_scoring_equals_padded(walk, cls, cfg):
+    _, data, _ = walk
+    torch.manual_seed(0)
+    model = cls(N_USERS, N_ITEMS, {**TINY, **cfg, "batch_size": 8}).eval()
+    if hasattr(model, "pos_emb"):
+        torch.nn.init.normal_(model.pos_emb.weight, std=1.0)
+    history = torch.from_numpy(data.last_items(15))
+    history[5] = -1  # no history at all
+    history[7, :-1] = -1  # a single item
+    model.set_history(history)
+    users = torch.tensor([7, 3, 0, 5, 17, 59, 12, 40, 41, 42, 43, 44, 2])
+    with torch.no_grad():
+        narrow, (narrow_users, narrow_items) = model.score_all(users), model.tables()
+        model.full_width = True
+        wide, (wide_users, wide_items) = model.score_all(users), model.tables()
+    torch.testing.assert_close(narrow, wide, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(narrow_users, wide_users, rtol=1e-5, atol=1e-5)
+    assert torch.equal(narrow_items, wide_items)
+
+
+@pytest.mark.parametrize("cls,cfg", MODELS)
+def test_bucketing_is_seeded_and_narrows_batches(cls, cfg):
+    data = Interactions.from_table(random_log(), N_USERS, N_ITEMS)
+    model = cls(N_USERS, N_ITEMS, {**TINY, **cfg, "batch_size": 4, "bucket": 4})
+
+    def users(seed):
+        return [b["users"].tolist() for b in model.batches(data, np.random.default_rng(seed))]
+
+    assert users(5) == users(5) and users(5) != users(6)
+    assert sorted(sum(users(5), [])) == sorted(sum(users(6), []))  # every user once either way
+    bucketed = sum(widths(model, data))
+    model.bucket = 1  # plain shuffled batches, padded to their longest
+    assert bucketed < sum(widths(model, data))
+    model.full_width = True
+    assert set(widths(model, data)) == {TINY["max_len"]}
+
+
+@pytest.mark.parametrize("key", ["max_len", "bucket", "batch_size"])
+@pytest.mark.parametrize("cls", [SASRec, GRU4Rec, BERT4Rec])
+def test_bad_sizes_name_the_param(cls, key):
+    for bad in (0, -1, 2.5, "8", True):
+        with pytest.raises(PipelineError, match=rf"domain\.{cls.name}\.{key}' must be an integer >= 1, got {bad!r}"):
+            cls(N_USERS, N_ITEMS, {**TINY, key: bad})

@@ -20,7 +20,6 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 import torch
-from tqdm import tqdm
 
 from pipeline import metrics
 from pipeline.errors import PipelineError
@@ -28,6 +27,7 @@ from pipeline.llm.encoding import IGNORE, collate, encode, prompt_batch
 from pipeline.llm.forward import answer_logprobs, prompt_forward, shared_prompt_logprobs
 from pipeline.llm.precision import autocast, resolve
 from pipeline.llm.tokens import item_text, item_token
+from pipeline.progress import progress
 
 RATINGS = ("1", "2", "3", "4", "5")
 
@@ -79,7 +79,7 @@ class Scorer:
         # batches of similar length: a batch is padded to its longest prompt, and prompts of one
         # task differ mostly in history length (a row's result does not depend on its batch)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        for s in tqdm(range(0, len(prompts), self.cfg.batch_size), desc=desc, disable=not desc, mininterval=10):
+        for s in progress(range(0, len(prompts), self.cfg.batch_size), desc, disable=not desc):
             idx = order[s:s + self.cfg.batch_size]
             chunk = [prompts[i] for i in idx]
             batch, pos, cut = prompt_batch(self.tok, chunk, self.cfg.max_len, self.decoder_start)
@@ -117,14 +117,14 @@ class Scorer:
         out = np.zeros(len(prompts))
         alone = [rows[0] for rows in groups.values() if len(rows) == 1]
         shared = [(prompt, rows) for prompt, rows in groups.items() if len(rows) > 1]
-        for s in tqdm(range(0, len(alone), self.cfg.batch_size), desc=desc, disable=not desc, mininterval=10):
+        for s in progress(range(0, len(alone), self.cfg.batch_size), desc, disable=not desc):
             idx = alone[s:s + self.cfg.batch_size]
             batch = collate(enc, idx, self.tok.pad_token_id, self.seq2seq)
             with autocast(self.precision, self.device):
                 logp, rows, last = answer_logprobs(self.model, batch)
             # drop the eos each answer ends with: score the answer text alone
             out[idx] = torch.zeros(len(idx)).index_add_(0, rows, torch.where(last, 0.0, logp)).numpy()
-        for prompt, rows in tqdm(shared, desc=desc, disable=not desc, mininterval=10):
+        for prompt, rows in progress(shared, desc, disable=not desc):
             answer_ids = [[t for t in enc.labels[r] if t != IGNORE] for r in rows]  # answer + eos
             with autocast(self.precision, self.device):
                 out[rows] = shared_prompt_logprobs(self.model, list(prompt), answer_ids,

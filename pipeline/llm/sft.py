@@ -24,13 +24,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 from accelerate import Accelerator, DistributedType
-from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from pipeline.errors import PipelineError
 from pipeline.llm.encoding import Encoded, collate, encode
 from pipeline.llm.forward import answer_loss
 from pipeline.llm.precision import resolve
+from pipeline.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -173,9 +173,8 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
     if start:
         log(f"[sft] resuming at step {start} from {checkpoints / 'latest'}")
     model.train()
-    bar = tqdm(range(start, cfg.steps), desc="sft", initial=start, total=cfg.steps,
-               disable=not acc.is_local_main_process, mininterval=5)
-    for step in bar:
+    bar = Progress("sft", total=cfg.steps, initial=start, disable=not acc.is_local_main_process)
+    for step in range(start, cfg.steps):
         losses = []
         for micro in range(cfg.grad_accum):
             idx = batch_indices(len(enc.input_ids), cfg, step, micro, acc.process_index, acc.num_processes)
@@ -188,7 +187,7 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
             losses.append(loss.item())
         sched.step()
         history.append({"step": step + 1, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0]})
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", refresh=False)
+        bar.update(loss=f"{history[-1]['loss']:.3f}")
         done = step + 1
         if checkpoints is not None and done % cfg.checkpoint_every == 0 and done < cfg.steps:
             _save_checkpoint(acc, checkpoints, done, history)
@@ -196,6 +195,7 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
             if checkpoints is not None:
                 _save_checkpoint(acc, checkpoints, done, history)
             break
+    bar.close()
     wrapped, model = model, acc.unwrap_model(model)
     if cfg.lora:
         model = model.merge_and_unload()

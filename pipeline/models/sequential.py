@@ -7,7 +7,13 @@ Conventions shared by all three (read this first):
   (`padding_idx`, a zero vector) and item i on row i + 1;
 - scores are the dot product of an encoder state with the real item rows of that same
   table (shared input/output embeddings), so pad and [MASK] are never scored;
-- `set_history` stores the [n_users, max_len] ids that `score_all` and `tables` encode.
+- `set_history` stores the [n_users, max_len] ids that `score_all` and `tables` encode;
+- padding-free: a batch is padded only to its longest sequence (at most max_len), in training
+  and at scoring. Nothing a real position computes depends on the width: pads are masked
+  keys (transformers), never enter the GRU (packed), learned positions count from the right,
+  and the loss reads real positions only. `bucket` groups users of similar length so that
+  batches are narrow (see `epoch_batches`); `full_width = True` restores the fixed max_len
+  width, for benchmarks/sequential_padding.py and the tests that compare the two.
 """
 from __future__ import annotations
 
@@ -17,7 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from pipeline.errors import PipelineError
 from pipeline.models.base import TrainableModel
 from pipeline.models.data import Interactions
 
@@ -42,9 +50,11 @@ class SequentialModel(TrainableModel):
     def __init__(self, n_users: int, n_items: int, cfg: dict[str, Any]):
         super().__init__(n_users, n_items, cfg)
         self.dim = int(self.cfg.get("dim", 64))
-        self.max_len = int(self.cfg.get("max_len", 50))
+        self.max_len = self.positive("max_len", 50)
         self.n_layers = int(self.cfg.get("n_layers", 2))
-        self.batch_size = int(self.cfg.get("batch_size", 256))
+        self.batch_size = self.positive("batch_size", 256)
+        self.bucket = self.positive("bucket", 16)
+        self.full_width = False  # True: pad every batch to max_len (+ 1), as before padding-free
         self.item_emb = nn.Embedding(n_items + self.n_special, self.dim, padding_idx=0)
         # small init: scores are raw dot products, and N(0, 1) rows start them far from 0
         nn.init.normal_(self.item_emb.weight, std=0.02)
@@ -54,6 +64,12 @@ class SequentialModel(TrainableModel):
         # not persistent: history is an input (train for valid, train + valid for test),
         # not a learned weight, so it stays out of checkpoints but follows .to(device)
         self.register_buffer("history", None, persistent=False)
+
+    def positive(self, key: str, default: int) -> int:
+        value = self.cfg.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PipelineError(f"params.yaml: 'domain.{self.name}.{key}' must be an integer >= 1, got {value!r}")
+        return value
 
     # -- the one thing each model defines -------------------------------------------------
     def encode(self, ids: torch.Tensor) -> torch.Tensor:
@@ -86,7 +102,19 @@ class SequentialModel(TrainableModel):
     def user_state(self, users) -> torch.Tensor:
         """[B, dim] encoder state at the last position of each user's history."""
         users = torch.as_tensor(users, dtype=torch.long, device=self.item_emb.weight.device)
-        return self.encode(self.history_ids(users))[:, -1]
+        ids = self.history_ids(users)
+        if self.full_width or len(users) == 0:
+            return self.encode(ids)[:, -1]
+        # padding-free: encode batch_size users at a time in order of history length, each
+        # group cut to its longest history (a state does not depend on its batch-mates)
+        lengths = (ids >= 0).sum(1)
+        order = torch.argsort(lengths, stable=True)
+        states = []
+        for s in range(0, len(order), self.batch_size):
+            rows = order[s:s + self.batch_size]
+            width = max(int(lengths[rows].max()), 1)
+            states.append(self.encode(ids[rows, ids.shape[1] - width:])[:, -1])
+        return torch.cat(states)[torch.argsort(order)]
 
     def score_all(self, users) -> torch.Tensor:
         return self.user_state(users) @ self.item_table().T
@@ -103,13 +131,34 @@ class SequentialModel(TrainableModel):
         lengths = np.diff(data.offsets)
         return rng.permutation(np.flatnonzero(lengths >= self.min_train_len))
 
+    def epoch_batches(self, data: Interactions, rng: np.random.Generator, span: int) -> list[np.ndarray]:
+        """The epoch's users cut into batches, all drawn from `rng`. bucket = 1: batches of
+        the shuffled users in turn. bucket = b > 1: each run of b * batch_size shuffled users
+        is sorted by length (capped at `span`, the most a row holds) and cut into batches,
+        then the batches are shuffled. Amazon-shaped data has a long tail of long sequences,
+        so a random batch nearly always holds one and pads everyone to max_len; a sorted run
+        does not. Which users share a run, and the batch order, stay random."""
+        users, size = self.epoch_users(data, rng), self.batch_size
+        if self.bucket > 1:
+            lengths = np.minimum(np.diff(data.offsets)[users], span)
+            run = self.bucket * size
+            users = np.concatenate([users[s:s + run][np.argsort(lengths[s:s + run], kind="stable")]
+                                    for s in range(0, len(users), run)] or [users])
+        batches = [users[s:s + size] for s in range(0, len(users), size)]
+        if self.bucket > 1:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def width(self, seqs: list[np.ndarray], span: int) -> int:
+        """Columns of a batch: its longest sequence, at most `span`."""
+        return span if self.full_width else min(span, max(map(len, seqs)))
+
     def batches(self, data: Interactions, rng: np.random.Generator) -> Iterator[dict[str, torch.Tensor]]:
         """Next-item batches: inputs seq[:-1], targets seq[1:] over each user's most recent
         max_len + 1 train items, so every position predicts the item that followed it."""
-        users = self.epoch_users(data, rng)
-        for start in range(0, len(users), self.batch_size):
-            chunk = users[start:start + self.batch_size]
-            seqs = left_pad([data.sequence(u) for u in chunk], self.max_len + 1)
+        for chunk in self.epoch_batches(data, rng, self.max_len + 1):
+            seqs = [data.sequence(u) for u in chunk]
+            seqs = left_pad(seqs, self.width(seqs, self.max_len + 1))
             inputs = seqs[:, :-1]
             # -1 marks a position to ignore: padding, and the user's first item, which
             # would otherwise be "predicted" from a pad input, i.e. from nothing
@@ -195,17 +244,20 @@ class SASRec(TransformerBackbone):
         who has seen every item keeps a draw that at least differs from the target."""
         targets, n = batch["targets"].numpy(), self.n_items
 
-        def draw(t):  # uniform over the n - 1 items other than t
-            return (t + 1 + rng.integers(0, n - 1, size=t.shape)) % n
+        def draw(t, shift):  # uniform over the n - 1 items other than t, for shift in [0, n - 1)
+            return (t + 1 + shift) % n
 
-        negs = draw(np.maximum(targets, 0))
+        # the first draw is max_len wide whatever the batch's width, so that a narrower
+        # batch gets the very negatives (and leaves rng where) the full-width one would
+        shift = rng.integers(0, n - 1, size=(len(targets), self.max_len))
+        negs = draw(np.maximum(targets, 0), shift[:, self.max_len - targets.shape[1]:])
         for row, u in enumerate(batch["users"].tolist()):
             seen, valid = data.sequence(u), targets[row] >= 0
             bad = valid & np.isin(negs[row], seen)
             for _ in range(3):  # rejection: cheap when a user has seen few of many items
                 if not bad.any():
                     break
-                negs[row, bad] = draw(targets[row, bad])
+                negs[row, bad] = draw(targets[row, bad], rng.integers(0, n - 1, size=int(bad.sum())))
                 bad = valid & np.isin(negs[row], seen)
             if bad.any():  # a heavy user: draw from the unseen items directly
                 unseen = np.setdiff1d(np.arange(n), seen)
@@ -227,7 +279,8 @@ class SASRec(TransformerBackbone):
 
 class GRU4Rec(SequentialModel):
     """Session-based recommendation with RNNs (Hidasi et al., 2016), trained with
-    cross-entropy over all items at every position (the RecBole setting)."""
+    cross-entropy over all items at every position (the RecBole setting). The GRU runs over
+    each user's real items only (packed; RecBole gets the same by padding on the right)."""
 
     name = "gru4rec"
 
@@ -238,9 +291,16 @@ class GRU4Rec(SequentialModel):
                           dropout=float(self.cfg.get("dropout", 0.2)) if self.n_layers > 1 else 0.0)
 
     def encode(self, ids: torch.Tensor) -> torch.Tensor:
-        # left pads come first with a zero embedding: they only shift the GRU's starting
-        # state, and training and scoring both pad to max_len, so that shift is learned
-        out, _ = self.gru(self.dropout(self.embed(ids)))
+        # pads never enter the GRU (packed sequences): run through it, even a zero embedding
+        # moves the state (the biases), and a user's state would depend on the batch's width.
+        # Packing takes right padding: rotate each row's n real items to the front and back.
+        L, n = ids.shape[1], (ids >= 0).sum(1)
+        cols = torch.arange(L, device=ids.device)
+        right = torch.gather(ids, 1, (cols + L - n[:, None]) % L)
+        packed = pack_padded_sequence(self.dropout(self.embed(right)), n.clamp(min=1).cpu(),
+                                      batch_first=True, enforce_sorted=False)
+        out, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=L)
+        out = torch.gather(out, 1, ((cols + n[:, None]) % L)[:, :, None].expand(-1, -1, out.shape[2]))
         return self.dropout(out)
 
 
@@ -260,12 +320,13 @@ class BERT4Rec(TransformerBackbone):
         self.mask_id = n_items  # token n_items + 1, the embedding's last row
 
     def batches(self, data, rng):
-        users = self.epoch_users(data, rng)
-        for start in range(0, len(users), self.batch_size):
-            chunk = users[start:start + self.batch_size]
-            ids = left_pad([data.sequence(u) for u in chunk], self.max_len)
+        for chunk in self.epoch_batches(data, rng, self.max_len):
+            seqs = [data.sequence(u) for u in chunk]
+            ids = left_pad(seqs, self.width(seqs, self.max_len))
             real = ids >= 0
-            masked = (rng.random(ids.shape) < self.mask_prob) & real
+            # drawn max_len wide whatever the width: a narrower batch masks the same items
+            draws = rng.random((len(chunk), self.max_len))[:, self.max_len - ids.shape[1]:]
+            masked = (draws < self.mask_prob) & real
             # a row with nothing masked teaches nothing: mask its newest item, which is
             # also the position that scoring asks about
             masked[~masked.any(axis=1), -1] = True
