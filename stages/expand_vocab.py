@@ -8,7 +8,6 @@ is a float32 save_pretrained model + tokenizer that plain Auto*.from_pretrained 
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import pyarrow.parquet as pq
@@ -18,7 +17,7 @@ from safetensors.torch import load_file
 
 from pipeline import paths
 from pipeline.artifacts import atomic_dir, read_json, write_json
-from pipeline.cli import run
+from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
 from pipeline.llm.base import load_base, readable
 from pipeline.llm.tokens import new_tokens
@@ -47,10 +46,8 @@ def load_tables(ds: str, model_name: str, export: list[str]) -> tuple[dict[str, 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("dataset")
+    p = dataset_parser(__doc__)
     p.add_argument("mode", choices=MODES)
-    p.add_argument("--params", default="params.yaml")
     args = p.parse_args()
     params = load_params(args.params)
     llm = section(params, "llm")

@@ -81,7 +81,7 @@ def main() -> None:
                                      "prompts": file_digest(prompts_file)[0],
                                      "model": [file_digest(f)[0] for f in sorted(vocab_dir.glob("*.safetensors"))]},
                                     sort_keys=True).encode()).hexdigest()[:16]
-    checkpoints = paths.DATA / "checkpoints" / "sft" / args.dataset / args.variant / key
+    checkpoints = paths.checkpoints("sft", args.dataset, args.variant, key)
     checkpoints.mkdir(parents=True, exist_ok=True)
     print(f"[sft] {args.dataset}/{args.variant}: vocab={mode} aux={aux}, {len(prompts)} samples, "
           f"{cfg.steps} steps x {cfg.batch_size} x {cfg.grad_accum}")
@@ -102,7 +102,7 @@ def main() -> None:
     write_json({"dataset": args.dataset, "variant": args.variant, "vocab": mode, "aux": aux,
                 "train_seconds": round(time.perf_counter() - start, 1), "samples": stats["samples"],
                 "prompts_truncated": stats["truncated"], "precision": stats["precision"], "final_loss": history[-1]["loss"], "history": history},
-               paths.DATA / "metrics" / "sft" / args.dataset / f"{args.variant}.json")
+               paths.metrics_sft(args.dataset, args.variant))
 
 
 if __name__ == "__main__":

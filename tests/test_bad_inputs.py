@@ -1,0 +1,187 @@
+"""Bad input never costs a user data, runs a command, or yields a silent wrong result (issue #14).
+
+One case per family: each asserts that the message names the culprit (file, row, column,
+param, value) and that no output was touched."""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import paths
+from pipeline.artifacts import atomic_dir, atomic_path, sweep_stale
+from pipeline.errors import PipelineError
+from pipeline.names import check_launcher, check_name, check_params_names
+from tests.conftest import FIXTURES, REPO
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _stage(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", *args], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture
+def user_data(tmp_path, monkeypatch) -> Path:
+    """A project root (the cwd) whose data/local/mine/ holds the user's own files."""
+    mine = tmp_path / "data" / "local" / "mine"
+    shutil.copytree(FIXTURES / "local", mine)
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    return mine
+
+
+# --- 1. names are data: path traversal ------------------------------------------------------
+
+@pytest.mark.parametrize("stage", ["stages.download", "stages.prepare"])
+def test_traversal_dataset_name_is_refused_and_user_data_kept(user_data, stage):
+    before = _snapshot(user_data)
+    r = _stage(user_data.parents[2], stage, "../local/mine")
+    assert r.returncode == 2
+    assert "invalid dataset name '../local/mine'" in r.stderr
+    assert _snapshot(user_data) == before
+    assert not (user_data.parents[1] / "raw").exists() and not (user_data.parents[1] / "prepared").exists()
+
+
+@pytest.mark.parametrize("name", ["../local/mine", "..", "a/b", "x;touch /tmp/pwned", "ML-100K", "-rf", "a.b",
+                                  "", "x" * 65, "ml-100k\n", "$(id)"])
+def test_names_outside_the_pattern_are_refused_before_any_path(name):
+    with pytest.raises(PipelineError, match="invalid name"):
+        check_name(name)
+    with pytest.raises(PipelineError):
+        paths.prepared(name)
+
+
+def test_every_default_name_fits_the_pattern():
+    check_params_names(yaml.safe_load((REPO / "params.yaml").read_text()))
+    for name in ("ml-100k", "amazon-grocery", "mf_rating", "lambda_1e-3", "no_aux", "pe"):
+        assert check_name(name) == name
+
+
+def test_atomic_writers_never_swap_user_data_or_leave_data(user_data):
+    before = _snapshot(user_data)
+    for target in (user_data, Path("data/prepared/../local/mine"), Path("data/local"), Path("data"), Path(".")):
+        with pytest.raises(PipelineError, match="refused"):
+            with atomic_dir(target) as tmp:
+                (tmp / "interactions.csv").write_text("x\n")
+    with pytest.raises(PipelineError, match="refused"):
+        with atomic_path(user_data / "items.csv") as tmp:
+            tmp.write_text("x\n")
+    # an output folder that is a symlink to the user's data: the swap replaces the link, never
+    # what it points to
+    (Path("data/prepared")).mkdir(parents=True)
+    os.symlink(user_data.resolve(), "data/prepared/mine")
+    with atomic_dir(paths.prepared("mine")) as tmp:
+        (tmp / "interactions.parquet").write_text("output")
+    assert Path("data/prepared/mine").is_dir() and not Path("data/prepared/mine").is_symlink()
+    assert not os.path.lexists("data/prepared/.mine.old")
+    assert _snapshot(user_data) == before
+    # outside data/, the cache and the temp dir: refused (here: the home directory)
+    with pytest.raises(PipelineError, match="outside"):
+        with atomic_path(Path.home() / ".llmrec-test-output"):
+            pass
+    assert not (Path.home() / ".llmrec-test-output").exists()
+
+
+def test_stale_temp_folders_of_a_killed_writer_are_swept(user_data):
+    out = Path("data/kcore/mine")
+    out.mkdir(parents=True)
+    (out / "a.parquet").write_text("old")
+    left = [out.with_name(".mine.abcd1234.tmp"), out.with_name(".mine.old")]
+    for d in left:
+        d.mkdir()
+        (d / "junk").write_text("x")
+    unrelated = out.with_name(".other.abcd1234.tmp")
+    unrelated.mkdir()
+    with atomic_dir(out) as tmp:
+        (tmp / "a.parquet").write_text("new")
+    assert not any(d.exists() for d in left) and unrelated.exists()
+    assert (out / "a.parquet").read_text() == "new"
+    # killed between the swap's two renames: the previous output is put back, not lost
+    os.replace(out, out.with_name(".mine.old"))
+    assert sweep_stale(out) == [] and (out / "a.parquet").read_text() == "new"
+
+
+# --- 2. names are data: shell injection ------------------------------------------------------
+
+def _resolved_cmds(tmp_path: Path, params: dict) -> dict[str, str]:
+    from dvc.repo import Repo
+
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    Repo.init(str(tmp_path), no_scm=True).close()
+    with Repo(str(tmp_path)) as repo:
+        return {s.name: s.cmd for s in repo.index.stages}
+
+
+def test_dvc_yaml_quotes_every_name_it_puts_in_a_command(tmp_path):
+    """Even a name that got past validation stays one argument: the shell never sees ';'."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    evil = "x;touch pwned"
+    params["datasets"] = [evil]
+    cmds = _resolved_cmds(tmp_path, params)
+    assert cmds
+    for name, cmd in cmds.items():
+        argv = shlex.split(cmd)
+        module = argv.index("-m") + 1
+        assert argv[module].startswith("stages."), cmd
+        if "@" in name:  # a foreach/matrix stage: the dataset is the first argument after the module
+            assert argv[module + 1] == evil, cmd
+
+
+def test_resolved_commands_of_the_repo_params_are_safe(tmp_path):
+    """Over the real dvc.yaml + params.yaml: every token of every command is plain."""
+    import re
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    check_launcher(params["orchestration"]["launcher"])
+    for cmd in _resolved_cmds(tmp_path, params).values():
+        for tok in shlex.split(cmd):
+            assert re.fullmatch(r"[A-Za-z0-9_./:,+=@%-]+", tok), (cmd, tok)
+
+
+@pytest.mark.parametrize("launcher, ok", [
+    ("python", True),
+    ("accelerate launch --config_file configs/accelerate_zero3.yaml", True),
+    ("torchrun --nproc_per_node=2", True),
+    ("python;touch /tmp/pwned", False),
+    ("python -c import os", True),   # no quotes, parentheses or ';': nothing a shell would run
+    ("accelerate launch $(id)", False),
+    ("bash -c x", False),
+    ("python  -u", False),
+    ("accelerate launch --x 'y'", False),
+    ("python\ntouch", False),
+])
+def test_launcher_grammar(launcher, ok):
+    if ok:
+        assert check_launcher(launcher) == launcher
+    else:
+        with pytest.raises(PipelineError, match="orchestration.launcher"):
+            check_launcher(launcher)
+
+
+@pytest.mark.parametrize("args, culprit", [
+    (["--datasets", "x;touch PWNED"], "datasets[0] = 'x;touch PWNED'"),
+    (["-S", 'orchestration.launcher="python; touch PWNED"'], "orchestration.launcher"),
+    (["-S", "joint.experiments=[bdlm, ../../x]"], "joint.experiments[1] = '../../x'"),
+])
+def test_flow_refuses_injection_before_anything_runs(tmp_path, capsys, args, culprit):
+    from pipeline.flow import main
+
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    before = (tmp_path / "params.yaml").read_bytes()
+    assert main([*args, "--root", str(tmp_path), "--list"]) == 2
+    assert culprit in capsys.readouterr().err
+    assert (tmp_path / "params.yaml").read_bytes() == before
+    assert not list(tmp_path.rglob("PWNED"))
