@@ -185,3 +185,79 @@ def test_flow_refuses_injection_before_anything_runs(tmp_path, capsys, args, cul
     assert culprit in capsys.readouterr().err
     assert (tmp_path / "params.yaml").read_bytes() == before
     assert not list(tmp_path.rglob("PWNED"))
+
+
+# --- 3-5. readers are strict: empty ids, non-finite numbers, truncated files ----------------
+
+HEADER = "user_id,item_id,rating,timestamp\n"
+
+
+def _local(folder: Path, interactions: str | None = None, parquet=None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if parquet is not None:
+        import pyarrow.parquet as pq
+
+        pq.write_table(parquet, folder / "interactions.parquet")
+    else:
+        (folder / "interactions.csv").write_text(interactions)
+    shutil.copy(FIXTURES / "local/items.csv", folder / "items.csv")
+    return folder
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("u1,i1,5,1\n,i2,4,2\n", r"column 'user_id' is empty in data row 2 \(line 3\) \(value ''\)"),
+    ("u1,i1,5,1\nu2,  ,4,2\n", r"column 'item_id' is empty in data row 2 \(line 3\) \(value '  '\)"),
+    ("u1,i1,5,1\nu2,i2,inf,2\n", r"column 'rating' is not finite in data row 2 \(line 3\) \(value inf\)"),
+    ("u1,i1,nan,1\n", r"column 'rating' is not finite in data row 1 \(line 2\) \(value nan\)"),
+    ("u1,i1,5,1\nu2,i2,4,2020-01-01\n",
+     r"column 'timestamp' has type string, expected int64: data row 2 \(line 3\) has '2020-01-01'"),
+    ("u1,i1,5,1\nu2,i2,4,2\nu3,i", r"line 4 has 2 field\(s\), the header has 4: 'u3,i'; it is the last line and "
+                                   r"the file does not end with a newline: a truncated copy\?"),
+    ("u1,i1,5,1\nu2,i2\nu3,i3,4,3\n", r"line 3 has 2 field\(s\), the header has 4: 'u2,i2'$"),
+])
+def test_local_csv_errors_name_file_row_column_and_value(tmp_path, rows, message):
+    from pipeline.readers import read_raw
+
+    folder = _local(tmp_path / "mine", HEADER + rows)
+    with pytest.raises(PipelineError, match=r"interactions\.csv: " + message):
+        read_raw("local", folder)
+
+
+def test_local_parquet_non_finite_rating_is_refused(tmp_path):
+    import pyarrow as pa
+
+    from pipeline.readers import read_raw
+
+    table = pa.table({"user_id": ["u", "v", "w"], "item_id": ["i", "j", "k"], "rating": [1.0, 2.0, float("nan")],
+                      "timestamp": [1, 2, 3]})
+    folder = _local(tmp_path / "mine", parquet=table)
+    with pytest.raises(PipelineError, match=r"interactions\.parquet: column 'rating' is not finite in data row 3 "
+                                            r"\(value nan\)"):
+        read_raw("local", folder)
+
+
+def test_official_reader_refuses_a_nan_rating_with_its_line(ml100k_official, tmp_path):
+    from pipeline.readers import read_raw
+    from tests.conftest import make_zip
+
+    data = (FIXTURES / "ml-100k/u.data").read_text().splitlines()
+    data[4] = "22\t377\tnan\t878887116"
+    (tmp_path / "u.data").write_text("\n".join(data) + "\n")
+    make_zip(ml100k_official / "ml-100k.zip", {"ml-100k/u.data": tmp_path / "u.data",
+                                               "ml-100k/u.item": FIXTURES / "ml-100k/u.item"})
+    with pytest.raises(PipelineError, match=r"u\.data:5: malformed line \('nan' is not a finite number\)"):
+        read_raw("movielens-100k", ml100k_official)
+
+
+def test_prepare_stage_refuses_a_bad_local_file_and_keeps_its_output(tmp_path):
+    raw = _local(tmp_path / "data/raw/mine", HEADER + "u1,i1,5,1\n,i2,4,2\n")
+    (raw / "checksums.json").write_text('{"format": "local", "route": "local", "expected": {}}')
+    out = tmp_path / "data/prepared/mine"
+    out.mkdir(parents=True)
+    (out / "interactions.parquet").write_text("previous output")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    r = _stage(tmp_path, "stages.prepare", "mine")
+    assert r.returncode == 2, r.stderr
+    assert "interactions.csv: column 'user_id' is empty in data row 2 (line 3)" in r.stderr
+    assert (out / "interactions.parquet").read_text() == "previous output"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["mine"]
