@@ -261,3 +261,97 @@ def test_prepare_stage_refuses_a_bad_local_file_and_keeps_its_output(tmp_path):
     assert "interactions.csv: column 'user_id' is empty in data row 2 (line 3)" in r.stderr
     assert (out / "interactions.parquet").read_text() == "previous output"
     assert sorted(p.name for p in out.parent.iterdir()) == ["mine"]
+
+
+# --- 8-10. no silent wrong results: degenerate configs, NaN losses, NaN embeddings ----------
+
+def _repo_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.mark.parametrize("where, key, value, message", [
+    ("train", "epochs", 0, r"domain\.train\.epochs = 0 must be >= 1"),
+    ("mf", "epochs", 0, r"domain\.mf\.epochs = 0 must be >= 1"),
+    ("mf", "dim", 0, r"domain\.mf\.dim = 0 must be an integer >= 1"),
+    ("mf", "lr", float("nan"), r"domain\.mf\.lr = nan must be a finite number > 0"),
+    ("train", "patience", -1, r"domain\.train\.patience = -1 must be >= 1"),
+])
+def test_degenerate_domain_configs_are_refused(where, key, value, message):
+    from pipeline.train_domain import domain_configs
+
+    params = _repo_params()
+    params["domain"][where][key] = value
+    with pytest.raises(PipelineError, match=message):
+        domain_configs(params, "mf")
+
+
+def test_pretrain_stage_with_zero_epochs_keeps_the_previous_model(tmp_path):
+    params = _repo_params()
+    params["domain"]["mf"]["epochs"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "data/domain/mine/mf"
+    out.mkdir(parents=True)
+    (out / "model.safetensors").write_text("the trained model")
+    r = _stage(tmp_path, "stages.pretrain_domain", "mine", "mf")
+    assert r.returncode == 2 and "domain.mf.epochs = 0 must be >= 1" in r.stderr, r.stderr
+    assert (out / "model.safetensors").read_text() == "the trained model"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["mf"]
+
+
+def test_a_nan_training_loss_stops_the_domain_trainer_with_epoch_and_step():
+    import numpy as np
+
+    from pipeline.models.collaborative import MFRating
+    from pipeline.train_domain import TrainConfig, fit
+    from tests.test_domain_models import planted
+
+    data, _ = planted(per_user=9)
+    data.ratings[5] = np.nan  # what a NaN rating that got past the reader did
+    model = MFRating(data.n_users, data.n_items, {"dim": 8, "batch_size": 64})
+    with pytest.raises(PipelineError, match=r"mf_rating: training loss is nan at epoch 1, step \d+"):
+        fit(model, data, lambda m: 0.0, TrainConfig(epochs=3, lr=0.02), log=lambda _: None)
+
+
+def test_nan_in_exported_embeddings_is_refused_naming_file_and_row():
+    import torch
+
+    from pipeline.llm.vocab import expand_vocab
+    from tests.llm_tiny import tiny_llama, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok)
+    n_tokens = len(tok)
+    tables = {"user": torch.randn(7, 16), "item": torch.randn(11, 16)}
+    tables["item"][4, 3] = float("nan")
+    with pytest.raises(PipelineError, match=r"emb\.safetensors: 'item' table row 4 \(<iid_4>\) has a non-finite "
+                                            r"value nan at column 3"):
+        expand_vocab(model, tok, 7, 11, "pe", tables, tables_source="emb.safetensors")
+    assert len(tok) == n_tokens  # refused before a token was added
+
+
+@pytest.mark.parametrize("key, value", [("steps", 0), ("batch_size", 0), ("lr", float("inf")), ("lr", 0.0)])
+def test_degenerate_sft_configs_are_refused(key, value):
+    from stages.sft import sft_config
+
+    params = _repo_params()
+    params["sft"][key] = value
+    with pytest.raises(PipelineError, match=rf"sft\.{key} = {value!r}"):
+        sft_config(params)
+
+
+def test_a_nan_training_loss_stops_sft_naming_the_step(tmp_path):
+    import torch
+
+    from pipeline.llm.sft import SFTConfig, train
+    from tests.llm_tiny import tiny_llama
+    from tests.test_llm_sft import samples, tokenizer_with_ids
+
+    tok = tokenizer_with_ids()
+    model = tiny_llama(tok)
+    with torch.no_grad():  # what a NaN <iid> row pre-loaded into the vocabulary did
+        model.get_input_embeddings().weight[-3:] = float("nan")
+    out = tmp_path / "out"
+    with pytest.raises(PipelineError, match=r"sft: training loss is \[nan\] at step 1 of 4"):
+        train(model, tok, *samples(), SFTConfig(steps=4, batch_size=4, lr=1e-3, warmup_steps=0, max_len=96),
+              output_dir=out)
+    assert not out.exists()
