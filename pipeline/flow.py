@@ -36,7 +36,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 from prefect import flow, get_run_logger, task  # noqa: E402
 
 from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.names import check_params_names  # noqa: E402
+from pipeline.config import validate_params  # noqa: E402
 
 PARAMS_FILE = "params.yaml"
 BACKUP_SUFFIX = ".flow-backup"
@@ -204,8 +204,9 @@ def overridden_params(root: str | Path, overrides: dict[str, Any]) -> Iterator[d
     original = path.read_bytes()
     params = yaml.safe_load(original) or {}
     new = apply_overrides(params, overrides)  # raises before anything is touched
-    # names and the launcher become paths and shell commands in dvc.yaml: checked before DVC runs
-    check_params_names(new, "params.yaml" + (" with the -S/--datasets overrides" if overrides else ""))
+    # the whole file as the stages will see it (names and the launcher become paths and shell
+    # commands in dvc.yaml): checked before params.yaml is touched or DVC runs
+    validate_params(new, "params.yaml" + (" with the -S/--datasets overrides" if overrides else ""))
     if not overrides:
         yield params
         return
@@ -375,8 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.datasets:
             overrides["datasets"] = args.datasets
         params = yaml.safe_load((Path(args.root) / PARAMS_FILE).read_text()) or {}
-        check_params_names(apply_overrides(params, overrides),  # validate before Prefect starts
-                           "params.yaml" + (" with the -S/--datasets overrides" if overrides else ""))
+        validate_params(apply_overrides(params, overrides),  # validate before Prefect starts
+                        "params.yaml" + (" with the -S/--datasets overrides" if overrides else ""))
         if args.list:
             dag, gpu = load_dag(args.root), gpu_stage_names(params)
             for s in dag.select(args.stages, args.downstream):

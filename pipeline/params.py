@@ -1,4 +1,5 @@
-"""params.yaml access: each stage reads its own section; missing or mistyped keys are named."""
+"""params.yaml access: each stage reads its own section; missing or mistyped keys are named.
+load_params validates the whole file first (pipeline/config.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.config import validate_params
 from pipeline.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
@@ -15,10 +17,16 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path}: params file not found (run from the repository root)")
-    with open(path) as f:
-        params = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            params = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:  # the file and the line, not a PyYAML traceback
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        raise PipelineError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if not isinstance(params, dict):
         raise PipelineError(f"{path}: expected a mapping at the top level")
+    validate_params(params, str(path))  # the whole file, once: types, ranges, unknown keys
     return params
 
 

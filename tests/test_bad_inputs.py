@@ -293,7 +293,7 @@ def test_pretrain_stage_with_zero_epochs_keeps_the_previous_model(tmp_path):
     out.mkdir(parents=True)
     (out / "model.safetensors").write_text("the trained model")
     r = _stage(tmp_path, "stages.pretrain_domain", "mine", "mf")
-    assert r.returncode == 2 and "domain.mf.epochs = 0 must be >= 1" in r.stderr, r.stderr
+    assert r.returncode == 2 and "domain.mf.epochs = 0: Input should be greater than or equal to 1" in r.stderr, r.stderr
     assert (out / "model.safetensors").read_text() == "the trained model"
     assert sorted(p.name for p in out.parent.iterdir()) == ["mf"]
 
@@ -355,3 +355,107 @@ def test_a_nan_training_loss_stops_sft_naming_the_step(tmp_path):
         train(model, tok, *samples(), SFTConfig(steps=4, batch_size=4, lr=1e-3, warmup_steps=0, max_len=96),
               output_dir=out)
     assert not out.exists()
+
+
+# --- the config layer: every section typed, ranged, no unknown keys -------------------------
+
+def _problems(mutate) -> str:
+    from pipeline.config import validate_params
+
+    params = _repo_params()
+    mutate(params)
+    with pytest.raises(PipelineError) as e:
+        validate_params(params)
+    return str(e.value)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    # 6. an overflowing popularity exponent gave uniform negatives without a word
+    (lambda p: p["negatives"].update(popularity_alpha=float("inf")),
+     "negatives.popularity_alpha = inf: Input should be a finite number"),
+    (lambda p: p["negatives"].update(popularity_alpha=120),
+     "negatives.popularity_alpha = 120: Input should be less than or equal to 10"),
+    (lambda p: p["prompts"].update(popularity_alpha=-1.0),
+     "prompts.popularity_alpha = -1.0: Input should be greater than or equal to 0"),
+    # misspelt keys used to be ignored: kcore ran without its rating filter
+    (lambda p: p["kcore"].update(min_ratings=4),
+     "unknown key 'kcore.min_ratings'; did you mean 'min_rating'?"),
+    (lambda p: p.update(evalution={"seed": 1}), "unknown key 'evalution'; did you mean 'evaluation'?"),
+    (lambda p: p["joint"]["experiment"]["bdlm"].update(lamda=1),
+     "unknown key 'joint.experiment.bdlm.lamda'; did you mean 'lambda'?"),
+    # ranges, types and choices
+    (lambda p: p["kcore"].update(seed=-1), "kcore.seed = -1: Input should be greater than or equal to 0"),
+    (lambda p: p["kcore"].update(user_k=True), "kcore.user_k = True: Input should be a valid integer"),
+    (lambda p: p["sft"].update(lr="1e-3"), "sft.lr = '1e-3': Input should be a valid number (YAML reads 1e-3"),
+    (lambda p: p["domain"]["train"].update(patience=0), "domain.train.patience = 0: Input should be greater than"),
+    (lambda p: p["negatives"].update(text_anchor="user"),
+     "negatives.text_anchor = 'user': Input should be 'history' or 'positive'"),
+    (lambda p: p["negatives"].update(text_history=0), "negatives.text_history = 0: Input should be greater than"),
+    (lambda p: p["sft"]["task_weights"].update(interactoin=1.0), "sft.task_weights.interactoin (a key)"),
+    (lambda p: p.update(evaluation={"confidence": 1.0, "bootstrap_samples": 1000, "seed": 0}),
+     "evaluation.confidence = 1.0: Input should be less than 1"),
+    (lambda p: p.update(evaluation={"confidence": 0.9, "bootstrap_samples": 10, "seed": 0}),
+     "evaluation.bootstrap_samples = 10: Input should be greater than or equal to 100"),
+    # cross-field rules
+    (lambda p: p["llm"].update(variants=["full", "nope"]), "llm.variants lists ['nope'], which llm.variant does not"),
+    (lambda p: p["domain"]["sasrec"].update(dim=63), "domain.sasrec: dim 63 must be a multiple of n_heads 2"),
+    (lambda p: p["sft"].update(warmup_steps=41), "sft: warmup_steps 41 exceeds steps 40"),
+    (lambda p: p["domain"].update(export=["lightgcn", "ncf"], models=["lightgcn", "mf"]),
+     "domain.export lists ['ncf'], which domain.models does not train"),
+    (lambda p: p["llm"].update(preload_from="mf"), "llm.preload_from 'mf' is not in domain.export"),
+    # names and the launcher (cases 1, 2)
+    (lambda p: p.update(datasets=["../local/mine"]), "datasets[0] = '../local/mine': not a valid name"),
+    (lambda p: p["orchestration"].update(launcher="python; touch PWNED"), "orchestration.launcher = 'python; touch"),
+])
+def test_params_errors_name_the_key_the_value_and_the_range(mutate, message):
+    text = _problems(mutate)
+    assert text.startswith("params.yaml: 1 problem(s):"), text
+    assert message in text, text
+
+
+def test_every_problem_is_listed_at_once():
+    def two(p):
+        p["kcore"]["user_k"] = 0
+        p["negatives"]["text_backend"] = "bm25"
+    text = _problems(two)
+    assert "2 problem(s)" in text and "kcore.user_k = 0" in text
+    assert "negatives.text_backend = 'bm25': Input should be 'tfidf' or 'minilm'" in text
+
+
+def test_the_domain_model_list_matches_the_registry():
+    from pipeline.config import DOMAIN_MODELS
+    from pipeline.models.registry import MODELS
+
+    assert set(DOMAIN_MODELS) == set(MODELS)
+
+
+def test_a_stage_refuses_a_misspelt_key_before_touching_its_output(tmp_path):
+    params = _repo_params()
+    params["kcore"]["min_ratings"] = 4
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "data/kcore/mine"
+    out.mkdir(parents=True)
+    (out / "interactions.parquet").write_text("previous output")
+    r = _stage(tmp_path, "stages.kcore", "mine")
+    assert r.returncode == 2
+    assert "params.yaml: 1 problem(s):\n  unknown key 'kcore.min_ratings'; did you mean 'min_rating'?" in r.stderr
+    assert (out / "interactions.parquet").read_text() == "previous output"
+
+
+def test_broken_yaml_names_the_file_and_line(tmp_path):
+    from pipeline.params import load_params
+
+    (tmp_path / "params.yaml").write_text("kcore:\n  user_k: 5\n   item_k: [5\n")
+    with pytest.raises(PipelineError, match=r"params\.yaml:3:\d+: not valid YAML"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_flow_override_out_of_range_leaves_params_untouched(tmp_path, capsys):
+    from pipeline.flow import main
+
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    before = (tmp_path / "params.yaml").read_bytes()
+    assert main(["-S", "negatives.popularity_alpha=120", "--root", str(tmp_path), "--list"]) == 2
+    assert "negatives.popularity_alpha = 120: Input should be less than or equal to 10" in capsys.readouterr().err
+    assert (tmp_path / "params.yaml").read_bytes() == before
