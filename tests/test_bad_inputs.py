@@ -459,3 +459,92 @@ def test_flow_override_out_of_range_leaves_params_untouched(tmp_path, capsys):
     assert main(["-S", "negatives.popularity_alpha=120", "--root", str(tmp_path), "--list"]) == 2
     assert "negatives.popularity_alpha = 120: Input should be less than or equal to 10" in capsys.readouterr().err
     assert (tmp_path / "params.yaml").read_bytes() == before
+
+
+# --- 7. clean recovery after a kill -9 of the flow -------------------------------------------
+
+KILLED_FLOW = """
+import sys, time
+from pipeline import flow
+with flow.overridden_params(sys.argv[1], {"negatives.seed": 7, "datasets": ["ml-1m"]}):
+    print("overridden", flush=True)
+    time.sleep(120)
+"""
+
+
+def _killed_flow(root: Path) -> int:
+    """A flow process killed with SIGKILL while its -S overrides are in params.yaml."""
+    import signal
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_FLOW, str(root)], cwd=root, env=env,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "overridden"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    return proc.pid
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+def test_overrides_keep_params_comments(project):
+    from pipeline.flow import overridden_params
+
+    before = (project / "params.yaml").read_text()
+    with overridden_params(project, {"negatives.seed": 7, "llm.variants": ["full"], "kcore.min_rating": 4}):
+        now = (project / "params.yaml").read_text()
+        assert "  seed: 7\n" in now and "variants: [full]\n" in now
+        assert "  min_rating: 4          # e.g. 4 keeps only ratings >= 4 (before the k-core)\n" in now
+        # every comment line is still there
+        assert [l for l in before.splitlines() if l.lstrip().startswith("#")] == \
+               [l for l in now.splitlines() if l.lstrip().startswith("#")]
+    assert (project / "params.yaml").read_text() == before
+
+
+def test_after_a_kill_stages_refuse_and_the_next_flow_restores_params(project, capsys):
+    from pipeline.flow import main
+    from pipeline.params import load_params
+
+    before = (project / "params.yaml").read_bytes()
+    pid = _killed_flow(project)
+    left = (project / "params.yaml").read_text()
+    assert "ml-1m" in left and "# Datasets that `dvc repro` runs" in left  # comments survived the kill
+    # a plain `dvc repro` now would run on the leftover values: every stage refuses
+    with pytest.raises(PipelineError, match=rf"still holds the -S overrides of flow run pid {pid}, which was "
+                                            r"interrupted.*--restore-params"):
+        load_params(project / "params.yaml")
+    assert main(["--root", str(project), "--restore-params"]) == 0
+    assert f"flow run pid {pid} was interrupted" in capsys.readouterr().err
+    assert (project / "params.yaml").read_bytes() == before
+    assert sorted(p.name for p in project.iterdir()) == ["dvc.yaml", "params.yaml"]
+    load_params(project / "params.yaml")
+
+
+def test_after_a_kill_an_edited_params_file_is_never_overwritten(project, capsys):
+    from pipeline.flow import main
+
+    _killed_flow(project)
+    edited = (project / "params.yaml").read_text().replace("seed: 7", "seed: 8")
+    (project / "params.yaml").write_text(edited)
+    assert main(["--root", str(project), "--list"]) == 2
+    assert "changed after an interrupted flow run wrote its overrides" in capsys.readouterr().err
+    assert (project / "params.yaml").read_text() == edited
+    assert (project / "params.yaml.flow-backup").exists()
+
+
+def test_a_second_flow_with_overrides_waits_for_the_running_one(project):
+    from pipeline.flow import overridden_params
+    from pipeline.params import load_params
+
+    with overridden_params(project, {"negatives.seed": 7}):
+        load_params(project / "params.yaml")  # the running flow's own stages read its overrides
+        with pytest.raises(PipelineError, match=rf"flow run pid {os.getpid()} is running with its own overrides"):
+            with overridden_params(project, {"negatives.seed": 8}):
+                pass
+        with overridden_params(project, {}) as params:  # a gpu-deployment subflow: no overrides of its own
+            assert params["negatives"]["seed"] == 7
