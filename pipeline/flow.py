@@ -20,8 +20,10 @@ import contextlib
 import copy
 import hashlib
 import io
+import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -314,6 +316,64 @@ def overridden_params(root: str | Path, overrides: dict[str, Any]) -> Iterator[d
         record.unlink(missing_ok=True)
 
 
+# --- the temporary Prefect server of a killed run ------------------------------------------
+
+SERVER_RECORD = ".flow-prefect-server.json"  # in the project root, while a flow runs on a temporary server
+_SERVER_MARK = "prefect.server.api.server:create_app"  # in the temporary server's command line
+
+
+def record_temporary_server(root: str | Path) -> None:
+    """Note the pid of the temporary Prefect server this process started, if any: a kill -9 of
+    the flow skips Prefect's atexit stop and orphans it, and the next start stops it."""
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        procs = [getattr(srv, "server_process", None) for srv in SubprocessASGIServer._instances.values()]
+    except (ImportError, AttributeError):  # another Prefect version: nothing to record
+        return
+    pids = [p.pid for p in procs if p is not None and p.poll() is None]
+    if pids:
+        (Path(root) / SERVER_RECORD).write_text(json.dumps(
+            {"server_pids": pids, "flow_pid": os.getpid(), "host": socket.gethostname()}) + "\n")
+
+
+def stop_orphaned_server(root: str | Path, log=print) -> list[int]:
+    """Stop the temporary Prefect server a killed flow run left running (only a process whose
+    command line is Prefect's server, so a reused pid is never hit); returns the pids stopped."""
+    import psutil
+
+    record = Path(root) / SERVER_RECORD
+    try:
+        d = json.loads(record.read_text())
+        flow_pid, host, pids = int(d["flow_pid"]), str(d["host"]), [int(p) for p in d["server_pids"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        record.unlink(missing_ok=True)
+        return []
+    if host != socket.gethostname():
+        return []
+    if psutil.pid_exists(flow_pid) and flow_pid != os.getpid():
+        return []  # that flow still runs, and still owns its server
+    stopped = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if _SERVER_MARK not in " ".join(proc.cmdline()):
+                continue
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except psutil.TimeoutExpired:
+                proc.kill()
+            stopped.append(pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    record.unlink(missing_ok=True)
+    if stopped:
+        log(f"stopped the temporary Prefect server (pid {', '.join(map(str, stopped))}) left running by flow "
+            f"run pid {flow_pid}, which was killed")
+    return stopped
+
+
 # --- running one stage ---------------------------------------------------------------------
 
 def dvc_env() -> dict[str, str]:
@@ -399,6 +459,7 @@ def llmrec(stages: list[str] | None = None, downstream: bool = False, datasets: 
         gpu_deployment: run stages tagged `gpu` through this deployment (e.g. "llmrec/llmrec-gpu").
     """
     logger = get_run_logger()
+    record_temporary_server(root)
     check_stage_names(list(stages or []), stage_names(root))
     overrides = parse_overrides(params)
     if datasets is not None:
@@ -463,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         recover_params(args.root, log=lambda m: print(m, file=sys.stderr))
+        stop_orphaned_server(args.root, log=lambda m: print(m, file=sys.stderr))
         if args.restore_params:
             return 0
         check_stage_names(args.stages or [], stage_names(args.root))
@@ -489,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     state = llmrec(stages=args.stages, downstream=args.downstream, params=overrides or None,
                    retries=args.retries, root=args.root, gpu_deployment=args.gpu_deployment,
                    return_state=True)
+    (Path(args.root) / SERVER_RECORD).unlink(missing_ok=True)  # Prefect stops its server at exit
     run_id = state.state_details.flow_run_id
     if url:
         from prefect.settings import PREFECT_UI_URL

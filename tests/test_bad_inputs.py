@@ -548,3 +548,31 @@ def test_a_second_flow_with_overrides_waits_for_the_running_one(project):
                 pass
         with overridden_params(project, {}) as params:  # a gpu-deployment subflow: no overrides of its own
             assert params["negatives"]["seed"] == 7
+
+
+def test_the_temporary_server_of_a_killed_flow_is_stopped_on_the_next_start(project, capsys):
+    """kill -9 of the flow skips Prefect's atexit stop; the next start stops the orphan, and only
+    a process whose command line is Prefect's server (a reused pid is never hit)."""
+    import json
+    import socket
+
+    from pipeline.flow import SERVER_RECORD, main
+
+    sleeper = "import sys, time; time.sleep(120)"
+    server = subprocess.Popen([sys.executable, "-c", sleeper, "prefect.server.api.server:create_app"])
+    other = subprocess.Popen([sys.executable, "-c", sleeper, "something else"])
+    dead_flow = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                               text=True).stdout.strip()
+    try:
+        (project / SERVER_RECORD).write_text(json.dumps(
+            {"server_pids": [server.pid, other.pid], "flow_pid": int(dead_flow), "host": socket.gethostname()}))
+        assert main(["--root", str(project), "--restore-params"]) == 0
+        assert server.wait(timeout=20) is not None
+        assert other.poll() is None
+        assert f"stopped the temporary Prefect server (pid {server.pid}) left running by flow run pid {dead_flow}" \
+            in capsys.readouterr().err
+        assert not (project / SERVER_RECORD).exists()
+    finally:
+        for p in (server, other):
+            p.kill()
+            p.wait()
