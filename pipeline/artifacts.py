@@ -141,7 +141,32 @@ def write_json(obj: object, path: str | os.PathLike) -> None:
 
 
 def read_json(path: str | os.PathLike) -> object:
-    return json.loads(Path(path).read_text())
+    """A JSON artifact; a missing, truncated or corrupt file is an error naming it (and the line)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found (run the stage that writes it)") from None
+    except json.JSONDecodeError as e:
+        raise PipelineError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); truncated or corrupt? "
+                            "re-run the stage that writes it") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PipelineError(f"{path}: unreadable ({e})") from None
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
+    """(tensors, metadata) of a safetensors file; safetensors' own errors do not name the file."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: not found (run the stage that writes it)")
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except (SafetensorError, OSError) as e:
+        raise PipelineError(f"{path}: not a readable safetensors file ({e}); truncated or corrupt? "
+                            "re-run the stage that writes it") from None
 
 
 def file_digest(path: str | os.PathLike) -> tuple[str, int]:

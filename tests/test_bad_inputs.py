@@ -576,3 +576,25 @@ def test_the_temporary_server_of_a_killed_flow_is_stopped_on_the_next_start(proj
         for p in (server, other):
             p.kill()
             p.wait()
+
+
+# --- library errors name the file --------------------------------------------------------------
+
+def test_truncated_artifacts_are_named_not_raw_tracebacks(tmp_path):
+    import torch
+
+    from pipeline.artifacts import read_json, read_safetensors, write_json, write_safetensors
+
+    st = tmp_path / "lightgcn.safetensors"
+    write_safetensors({"user": torch.ones(3, 2)}, st, {"dataset": "x"})
+    assert torch.equal(read_safetensors(st)[0]["user"], torch.ones(3, 2)) and read_safetensors(st)[1] == {"dataset": "x"}
+    st.write_bytes(st.read_bytes()[:40])
+    with pytest.raises(PipelineError, match=r"lightgcn\.safetensors: not a readable safetensors file .*truncated"):
+        read_safetensors(st)
+    js = tmp_path / "config.json"
+    write_json({"dim": 64, "n_users": 3}, js)
+    js.write_text(js.read_text()[:20])
+    with pytest.raises(PipelineError, match=r"config\.json:\d+:\d+: not valid JSON"):
+        read_json(js)
+    with pytest.raises(PipelineError, match=r"missing\.json: not found"):
+        read_json(tmp_path / "missing.json")
