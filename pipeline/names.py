@@ -42,10 +42,6 @@ def check_name(value: object, kind: str = "name", where: str = "") -> str:
     return value  # type: ignore[return-value]
 
 
-def check_names(values, kind: str = "name", where: str = "") -> list[str]:
-    return [check_name(v, kind, where) for v in values]
-
-
 def check_under(path: str | Path, root: str | Path, what: str = "output") -> Path:
     """`path` if it resolves strictly inside `root`, else a PipelineError. A last line of
     defence behind check_name: an output folder is swapped whole, so it must be where the
@@ -64,6 +60,7 @@ def check_under(path: str | Path, root: str | Path, what: str = "output") -> Pat
 # tokens use only characters no shell treats specially.
 LAUNCHERS = (("python",), ("python3",), ("accelerate", "launch"), ("torchrun",), ("deepspeed",))
 _TOKEN = re.compile(r"[A-Za-z0-9_./:,+=@%-]+")
+_PY_RUNS = re.compile(r"-[A-Za-z]*[cm][A-Za-z]*")  # python -c / -m, also inside a cluster like -uc
 
 
 def check_launcher(value: object, where: str = "params.yaml: orchestration.launcher") -> str:
@@ -82,31 +79,9 @@ def check_launcher(value: object, where: str = "params.yaml: orchestration.launc
             raise PipelineError(f"{where}: {value!r}: token {tok!r} is not allowed; launcher options may "
                                 "use only letters, digits and _ . / : , + = @ % - (no spaces inside a token, "
                                 "no quotes or shell characters such as ; | & $ ` ( ) < >)")
+        # the command goes on with `-m stages.<stage>`: an earlier -m/-c would run something else
+        if tok in ("-m", "-c", "--module") or (head[0].startswith("python") and _PY_RUNS.fullmatch(tok)):
+            raise PipelineError(f"{where}: {value!r}: option {tok!r} would run other code than the stage; "
+                                "the stage command adds `-m stages.<stage>` itself")
     return value
 
-
-# The params whose values DVC turns into paths and `cmd:` arguments (foreach/matrix lists).
-NAME_LISTS = (("datasets",), ("domain", "models"), ("domain", "export"), ("llm", "vocab_modes"),
-              ("llm", "variants"), ("joint", "experiments"))
-
-
-def check_params_names(params: dict, source: str = "params.yaml") -> None:
-    """Every name DVC expands into a path or a command, and the launcher, checked in one pass;
-    one PipelineError lists every bad value with its dotted key."""
-    errors = []
-    for keys in NAME_LISTS:
-        node = params
-        for k in keys:
-            node = node.get(k) if isinstance(node, dict) else None
-        if node is None:
-            continue
-        dotted = ".".join(keys)
-        if not isinstance(node, list):
-            errors.append(f"{dotted}: expected a list of names, got {node!r}")
-            continue
-        errors += [f"{dotted}[{i}] = {v!r}: not a valid name" for i, v in enumerate(node) if not is_name(v)]
-    if errors:
-        raise PipelineError(f"{source}: " + "; ".join(errors) + f". A name must be {RULE}")
-    launcher = (params.get("orchestration") or {}).get("launcher") if isinstance(params, dict) else None
-    if launcher is not None:
-        check_launcher(launcher, f"{source}: orchestration.launcher")
