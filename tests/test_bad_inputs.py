@@ -242,16 +242,18 @@ def test_local_parquet_non_finite_rating_is_refused(tmp_path):
         read_raw("local", folder)
 
 
-def test_official_reader_refuses_a_nan_rating_with_its_line(ml100k_official, tmp_path):
+@pytest.mark.parametrize("line, reason", [("22\t377\tnan\t878887116", r"'nan' is not a finite number"),
+                                          ("\t377\t3\t878887116", "empty user id")])
+def test_official_reader_refuses_a_bad_row_with_its_line(ml100k_official, tmp_path, line, reason):
     from pipeline.readers import read_raw
     from tests.conftest import make_zip
 
     data = (FIXTURES / "ml-100k/u.data").read_text().splitlines()
-    data[4] = "22\t377\tnan\t878887116"
+    data[4] = line
     (tmp_path / "u.data").write_text("\n".join(data) + "\n")
     make_zip(ml100k_official / "ml-100k.zip", {"ml-100k/u.data": tmp_path / "u.data",
                                                "ml-100k/u.item": FIXTURES / "ml-100k/u.item"})
-    with pytest.raises(PipelineError, match=r"u\.data:5: malformed line \('nan' is not a finite number\)"):
+    with pytest.raises(PipelineError, match=rf"u\.data:5: malformed line \({reason}\)"):
         read_raw("movielens-100k", ml100k_official)
 
 

@@ -53,3 +53,10 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{text!r} is not a finite number")
     return value
+
+
+def nonempty_id(text: str, what: str) -> str:
+    """An id field, refusing an empty one (it would become user/item "")."""
+    if not text.strip():
+        raise ValueError(f"empty {what}")
+    return text
