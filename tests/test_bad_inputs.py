@@ -301,7 +301,8 @@ def test_pretrain_stage_with_zero_epochs_keeps_the_previous_model(tmp_path):
     out.mkdir(parents=True)
     (out / "model.safetensors").write_text("the trained model")
     r = _stage(tmp_path, "stages.pretrain_domain", "mine", "mf")
-    assert r.returncode == 2 and "domain.mf.epochs = 0: Input should be greater than or equal to 1" in r.stderr, r.stderr
+    assert r.returncode == 2, r.stderr
+    assert "domain.mf.epochs = 0: Input should be greater than or equal to 1" in r.stderr
     assert (out / "model.safetensors").read_text() == "the trained model"
     assert sorted(p.name for p in out.parent.iterdir()) == ["mf"]
 
@@ -595,7 +596,8 @@ def test_truncated_artifacts_are_named_not_raw_tracebacks(tmp_path):
 
     st = tmp_path / "lightgcn.safetensors"
     write_safetensors({"user": torch.ones(3, 2)}, st, {"dataset": "x"})
-    assert torch.equal(read_safetensors(st)[0]["user"], torch.ones(3, 2)) and read_safetensors(st)[1] == {"dataset": "x"}
+    tensors, meta = read_safetensors(st)
+    assert torch.equal(tensors["user"], torch.ones(3, 2)) and meta == {"dataset": "x"}
     st.write_bytes(st.read_bytes()[:40])
     with pytest.raises(PipelineError, match=r"lightgcn\.safetensors: not a readable safetensors file .*truncated"):
         read_safetensors(st)
