@@ -127,18 +127,39 @@ def _resolved_cmds(tmp_path: Path, params: dict) -> dict[str, str]:
 
 
 def test_dvc_yaml_quotes_every_name_it_puts_in_a_command(tmp_path):
-    """Even a name that got past validation stays one argument: the shell never sees ';'."""
+    """Even a name or launcher that got past validation stays one argument: the shell never sees
+    ';' -- which matters under a plain `dvc repro`, where the shell runs before any Python."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    evil = "x;touch pwned"
+    evil, launcher = "x;touch PWNED", "python;touch PWNED"
     params["datasets"] = [evil]
+    params["orchestration"]["launcher"] = launcher
     cmds = _resolved_cmds(tmp_path, params)
     assert cmds
     for name, cmd in cmds.items():
         argv = shlex.split(cmd)
-        module = argv.index("-m") + 1
-        assert argv[module].startswith("stages."), cmd
+        module = next(i + 1 for i, tok in enumerate(argv) if tok == "-m" and argv[i + 1].startswith("stages."))
         if "@" in name:  # a foreach/matrix stage: the dataset is the first argument after the module
             assert argv[module + 1] == evil, cmd
+        if name.split("@")[0] in ("sft", "joint_train"):
+            assert argv[:4] == ["python", "-m", "pipeline.launch", launcher], cmd
+    # run two of them through a real shell, as DVC does: refused, and nothing injected ran
+    from pipeline.flow import dvc_env  # what the flow runs DVC with: the venv's python first on PATH
+
+    env = {**dvc_env(), "PYTHONPATH": str(REPO)}
+    for stage, message in ((f"download@{evil}", "invalid dataset name"), (f"sft@{evil}-full", "orchestration.launcher")):
+        r = subprocess.run(cmds[stage], shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 2 and message in r.stderr, (cmds[stage], r.stderr)
+    assert not list(tmp_path.rglob("PWNED"))
+
+
+def test_launch_execs_a_valid_launcher_without_a_shell(tmp_path):
+    from pipeline.launch import command
+
+    assert command("accelerate launch --config_file configs/a.yaml", ["-m", "stages.sft", "ml-100k", "full"]) == \
+        ["accelerate", "launch", "--config_file", "configs/a.yaml", "-m", "stages.sft", "ml-100k", "full"]
+    r = _stage(tmp_path, "pipeline.launch", "python", "-c", "import sys; print('ran', sys.argv[1:])", "a;b")
+    assert r.returncode == 0 and r.stdout.strip() == "ran ['a;b']", r.stderr
 
 
 def test_resolved_commands_of_the_repo_params_are_safe(tmp_path):
