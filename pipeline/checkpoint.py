@@ -3,10 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors.torch import load_file
-
 from pipeline import paths
-from pipeline.artifacts import read_json, write_safetensors
+from pipeline.artifacts import read_json, read_safetensors, write_safetensors
 from pipeline.errors import PipelineError
 from pipeline.models.base import DomainModel
 from pipeline.models.data import Interactions
@@ -34,7 +32,7 @@ def load_trained(ds: str, model: str, expected_cfg: dict, train: Interactions) -
                             f"the dataset now has {train.n_users} x {train.n_items}; re-run pretrain_domain")
     m = model_class(model)(train.n_users, train.n_items, {k: v for k, v in trained.items() if k != "train"})
     try:
-        m.load_state_dict(load_file(str(ckpt)))
+        m.load_state_dict(read_safetensors(ckpt)[0])
     except RuntimeError as e:
         raise PipelineError(f"{ckpt}: weights do not fit the '{model}' config ({e})") from e
     m.attach(train)

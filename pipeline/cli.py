@@ -9,15 +9,29 @@ import time
 from typing import Callable
 
 from pipeline.errors import PipelineError
+from pipeline.names import check_name
+
+
+def _name_arg(kind: str) -> Callable[[str], str]:
+    """argparse type: a name (pipeline/names.py), checked before any path or command uses it."""
+    def parse(value: str) -> str:
+        try:
+            return check_name(value, kind)
+        except PipelineError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = kind  # argparse names the argument's type in its message
+    return parse
 
 
 def dataset_parser(description: str, *extra: tuple[str, str]) -> argparse.ArgumentParser:
     """A stage's command line: the dataset, then the `extra` (name, help) positionals, and
-    --params."""
+    --params. Every positional is a name (dataset, model, mode, variant, experiment) and is
+    checked against pipeline/names.py's pattern at parse time."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", help="dataset name, as listed under 'datasets' in params.yaml")
+    p.add_argument("dataset", type=_name_arg("dataset name"),
+                   help="dataset name, as listed under 'datasets' in params.yaml")
     for name, help_text in extra:
-        p.add_argument(name, help=help_text)
+        p.add_argument(name, type=_name_arg(f"{name} name"), help=help_text)
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     return p
 

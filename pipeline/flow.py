@@ -18,8 +18,12 @@ import argparse
 import collections
 import contextlib
 import copy
+import hashlib
+import io
+import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -36,9 +40,10 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 from prefect import flow, get_run_logger, task  # noqa: E402
 
 from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.params import override_files, override_owner, write_override_record  # noqa: E402
+from pipeline.config import validate_params  # noqa: E402
 
 PARAMS_FILE = "params.yaml"
-BACKUP_SUFFIX = ".flow-backup"
 RAN, UP_TO_DATE, RESTORED = "ran", "up to date", "restored from run cache"
 TAIL_LINES = 40
 
@@ -195,30 +200,178 @@ def apply_overrides(params: dict[str, Any], overrides: dict[str, Any]) -> dict[s
     return new
 
 
+def _round_trip():
+    """ruamel.yaml set up to write params.yaml back as it was written: comments, flow lists,
+    2-space indents and `null` kept (PyYAML's dump stripped every comment)."""
+    from ruamel.yaml import YAML
+
+    y = YAML()
+    y.preserve_quotes = True
+    y.width = 4096
+    y.indent(mapping=2, sequence=4, offset=2)
+    y.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    return y
+
+
+def _like(old: Any, value: Any) -> Any:
+    """`value` as a ruamel node styled like the `old` one (flow or block, and the blank line
+    or comment that trailed the old list)."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(value, list):
+        new = CommentedSeq(value)
+        if isinstance(old, CommentedSeq):
+            if old.fa.flow_style():
+                new.fa.set_flow_style()
+            if len(old) and len(new) and (len(old) - 1) in old.ca.items:
+                new.ca.items[len(new) - 1] = old.ca.items[len(old) - 1]
+        return new
+    if isinstance(value, dict):
+        new = CommentedMap(value)
+        if isinstance(old, CommentedMap) and old.fa.flow_style():
+            new.fa.set_flow_style()
+        return new
+    return value
+
+
+def render_overrides(text: str, overrides: dict[str, Any]) -> str:
+    """params.yaml's text with the overrides set, every comment and untouched line kept."""
+    y = _round_trip()
+    doc = y.load(text)
+    for key, value in overrides.items():
+        *parents, last = key.split(".")
+        node = doc
+        for part in parents:
+            node = node[part]
+        node[last] = _like(node.get(last), value)
+    buf = io.StringIO()
+    y.dump(doc, buf)
+    return buf.getvalue()
+
+
+def recover_params(root: str | Path, log=print) -> None:
+    """Put params.yaml back after a flow run that was killed (kill -9 skips its `finally`)
+    with its -S overrides still in place. Restored only when params.yaml is exactly what that
+    run wrote (or already the original); if someone edited it since, nothing is touched and the
+    error says what to do. A run that is still alive is left alone (it restores the file; a
+    gpu-deployment subflow of it runs on its overrides)."""
+    path = Path(root) / PARAMS_FILE
+    backup, record = override_files(path)
+    if not backup.exists():
+        record.unlink(missing_ok=True)  # a record without a backup is from a finished run
+        return
+    owner = override_owner(path)
+    if owner is not None and owner.running():
+        return  # not interrupted: that run restores params.yaml itself
+    original, current = backup.read_bytes(), path.read_bytes() if path.exists() else b""
+    written = owner.written_sha256 if owner is not None else None
+    if current != original and hashlib.sha256(current).hexdigest() != written:
+        raise PipelineError(f"{path} changed after an interrupted flow run wrote its overrides into it; the "
+                            f"original waits in {backup}. Compare the two, keep what you want in {path.name}, "
+                            f"then delete {backup.name}")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(original)
+    os.replace(tmp, path)
+    backup.unlink()
+    record.unlink(missing_ok=True)
+    who = f"flow run pid {owner.pid}" if owner is not None else "a flow run"
+    log(f"restored {path} from {backup.name}: {who} was interrupted with its -S overrides in place")
+
+
 @contextlib.contextmanager
 def overridden_params(root: str | Path, overrides: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """params.yaml with the overrides for the duration of the run, then restored byte for
-    byte (a copy waits in params.yaml.flow-backup in case the process is killed)."""
+    byte. The original waits in params.yaml.flow-backup and params.yaml.flow-run records this
+    process and what it wrote, so that after a kill -9 the next flow run restores it
+    (recover_params) and stages refuse to run on the leftover values (load_params)."""
+    recover_params(root)
     path = Path(root) / PARAMS_FILE
     original = path.read_bytes()
     params = yaml.safe_load(original) or {}
     new = apply_overrides(params, overrides)  # raises before anything is touched
+    # the whole file as the stages will see it (names and the launcher become paths and shell
+    # commands in dvc.yaml): checked before params.yaml is touched or DVC runs
+    validate_params(new, "params.yaml" + (" with the -S/--datasets overrides" if overrides else ""))
     if not overrides:
         yield params
         return
-    backup = path.with_name(path.name + BACKUP_SUFFIX)
+    backup, record = override_files(path)
     if backup.exists():
-        raise PipelineError(f"{backup} exists: an earlier flow run was interrupted. Check it and "
-                            f"restore it (mv {backup.name} {path.name}) or delete it")
+        owner = override_owner(path)
+        raise PipelineError(f"{backup} exists: flow run pid {owner.pid if owner else '?'} is running with its own "
+                            f"overrides in {path.name}; wait for it to finish (it restores {path.name})")
+    text = render_overrides(original.decode(), overrides).encode()
+    if yaml.safe_load(text) != new:  # the round trip must write exactly the validated params
+        raise PipelineError(f"{path}: the overrides could not be written faithfully; params.yaml left unchanged")
     backup.write_bytes(original)
+    write_override_record(path, hashlib.sha256(text).hexdigest())
     try:
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(yaml.safe_dump(new, sort_keys=False))
+        tmp.write_bytes(text)
         os.replace(tmp, path)
         yield new
     finally:
         path.write_bytes(original)
         backup.unlink()
+        record.unlink(missing_ok=True)
+
+
+# --- the temporary Prefect server of a killed run ------------------------------------------
+
+SERVER_RECORD = ".flow-prefect-server.json"  # in the project root, while a flow runs on a temporary server
+_SERVER_MARK = "prefect.server.api.server:create_app"  # in the temporary server's command line
+
+
+def record_temporary_server(root: str | Path) -> None:
+    """Note the pid of the temporary Prefect server this process started, if any: a kill -9 of
+    the flow skips Prefect's atexit stop and orphans it, and the next start stops it."""
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        procs = [getattr(srv, "server_process", None) for srv in SubprocessASGIServer._instances.values()]
+    except (ImportError, AttributeError):  # another Prefect version: nothing to record
+        return
+    pids = [p.pid for p in procs if p is not None and p.poll() is None]
+    if pids:
+        (Path(root) / SERVER_RECORD).write_text(json.dumps(
+            {"server_pids": pids, "flow_pid": os.getpid(), "host": socket.gethostname()}) + "\n")
+
+
+def stop_orphaned_server(root: str | Path, log=print) -> list[int]:
+    """Stop the temporary Prefect server a killed flow run left running (only a process whose
+    command line is Prefect's server, so a reused pid is never hit); returns the pids stopped."""
+    import psutil
+
+    record = Path(root) / SERVER_RECORD
+    try:
+        d = json.loads(record.read_text())
+        flow_pid, host, pids = int(d["flow_pid"]), str(d["host"]), [int(p) for p in d["server_pids"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        record.unlink(missing_ok=True)
+        return []
+    if host != socket.gethostname():
+        return []
+    if psutil.pid_exists(flow_pid) and flow_pid != os.getpid():
+        return []  # that flow still runs, and still owns its server
+    stopped = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if _SERVER_MARK not in " ".join(proc.cmdline()):
+                continue
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except psutil.TimeoutExpired:
+                proc.kill()
+            stopped.append(pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    record.unlink(missing_ok=True)
+    if stopped:
+        log(f"stopped the temporary Prefect server (pid {', '.join(map(str, stopped))}) left running by flow "
+            f"run pid {flow_pid}, which was killed")
+    return stopped
 
 
 # --- running one stage ---------------------------------------------------------------------
@@ -306,6 +459,7 @@ def llmrec(stages: list[str] | None = None, downstream: bool = False, datasets: 
         gpu_deployment: run stages tagged `gpu` through this deployment (e.g. "llmrec/llmrec-gpu").
     """
     logger = get_run_logger()
+    record_temporary_server(root)
     check_stage_names(list(stages or []), stage_names(root))
     overrides = parse_overrides(params)
     if datasets is not None:
@@ -365,14 +519,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-deployment", metavar="FLOW/DEPLOYMENT",
                    help="send stages tagged gpu to this deployment, e.g. llmrec/llmrec-gpu")
     p.add_argument("--list", action="store_true", help="print the stages in DAG order with their tags and exit")
+    p.add_argument("--restore-params", action="store_true",
+                   help="put params.yaml back from params.yaml.flow-backup after an interrupted run, and exit")
     args = p.parse_args(argv)
     try:
+        recover_params(args.root, log=lambda m: print(m, file=sys.stderr))
+        stop_orphaned_server(args.root, log=lambda m: print(m, file=sys.stderr))
+        if args.restore_params:
+            return 0
         check_stage_names(args.stages or [], stage_names(args.root))
         overrides = parse_overrides(args.overrides)
         if args.datasets:
             overrides["datasets"] = args.datasets
         params = yaml.safe_load((Path(args.root) / PARAMS_FILE).read_text()) or {}
-        apply_overrides(params, overrides)  # validate before Prefect starts
+        validate_params(apply_overrides(params, overrides),  # validate before Prefect starts
+                        "params.yaml" + (" with the -S/--datasets overrides" if overrides else ""))
         if args.list:
             dag, gpu = load_dag(args.root), gpu_stage_names(params)
             for s in dag.select(args.stages, args.downstream):
@@ -390,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     state = llmrec(stages=args.stages, downstream=args.downstream, params=overrides or None,
                    retries=args.retries, root=args.root, gpu_deployment=args.gpu_deployment,
                    return_state=True)
+    (Path(args.root) / SERVER_RECORD).unlink(missing_ok=True)  # Prefect stops its server at exit
     run_id = state.state_details.flow_run_id
     if url:
         from prefect.settings import PREFECT_UI_URL

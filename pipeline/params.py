@@ -1,11 +1,17 @@
-"""params.yaml access: each stage reads its own section; missing or mistyped keys are named."""
+"""params.yaml access: each stage reads its own section; missing or mistyped keys are named.
+load_params validates the whole file first (pipeline/config.py)."""
 from __future__ import annotations
 
+import json
+import os
+import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pipeline.config import validate_params
 from pipeline.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
@@ -15,11 +21,79 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path}: params file not found (run from the repository root)")
-    with open(path) as f:
-        params = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            params = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:  # the file and the line, not a PyYAML traceback
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        raise PipelineError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if not isinstance(params, dict):
         raise PipelineError(f"{path}: expected a mapping at the top level")
+    validate_params(params, str(path))  # the whole file, once: types, ranges, unknown keys
+    check_no_leftover_override(path)
     return params
+
+
+# --- flow overrides (pipeline/flow.py writes them; every stage checks for a leftover) ------
+
+BACKUP_SUFFIX = ".flow-backup"  # the original params.yaml while a flow run's -S overrides are in place
+RECORD_SUFFIX = ".flow-run"     # which process wrote them, and the sha256 of what it wrote
+
+
+def override_files(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + BACKUP_SUFFIX), path.with_name(path.name + RECORD_SUFFIX)
+
+
+@dataclass(frozen=True)
+class OverrideOwner:
+    pid: int
+    host: str
+    written_sha256: str
+
+    def running(self) -> bool:
+        """True unless this is the host it ran on and the process is gone (a pid on another
+        host sharing the checkout cannot be checked: assume it runs)."""
+        if self.host != socket.gethostname():
+            return True
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def write_override_record(path: Path, written_sha256: str) -> None:
+    record = override_files(path)[1]
+    record.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                  "written_sha256": written_sha256}) + "\n")
+
+
+def override_owner(path: Path) -> OverrideOwner | None:
+    record = override_files(path)[1]
+    try:
+        d = json.loads(record.read_text())
+        return OverrideOwner(int(d["pid"]), str(d["host"]), str(d["written_sha256"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_no_leftover_override(path: Path) -> None:
+    """A stage must not run on the -S values a killed flow run left in params.yaml (the next
+    plain `dvc repro` used them silently). While the flow that wrote them runs, they are the
+    values it asked for."""
+    backup = override_files(path)[0]
+    if not backup.exists():
+        return
+    owner = override_owner(path)
+    if owner is not None and owner.running():
+        return
+    who = f"flow run pid {owner.pid}" if owner is not None else "a flow run"
+    raise PipelineError(f"{path} still holds the -S overrides of {who}, which was interrupted; the original "
+                        f"is in {backup}. Restore it with `python -m pipeline.flow --restore-params` "
+                        "(any flow run does it first)")
 
 
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:

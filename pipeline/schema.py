@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.errors import PipelineError
 
@@ -33,12 +34,22 @@ def items_table(item_id, title, categories, description) -> pa.Table:
                     schema=ITEMS)
 
 
-def conform(table: pa.Table, schema: pa.Schema, source: str) -> pa.Table:
-    """Select and cast `table` to `schema`; name the file and column on any mismatch.
+ID_COLUMNS = ("user_id", "item_id")
+
+
+def conform(table: pa.Table, schema: pa.Schema, source: str, header_lines: int | None = None) -> pa.Table:
+    """Select and cast `table` to `schema`; name the file, column, 1-based data row, value and
+    reason on any mismatch (`header_lines`: for a text file, rows are also given as file lines).
 
     Integer-valued columns may widen (int32 -> int64, int -> float32) but never lose
-    information silently: a string where a number belongs is an error, not a parse.
+    information silently: a string where a number belongs is an error, not a parse. Ids must
+    be non-empty (a CSV's empty field reads as "", which would become a user or item ""), and
+    numbers finite (a NaN rating trains a model to NaN without an error).
     """
+    def where(row: int) -> str:
+        line = f" (line {row + 1 + header_lines})" if header_lines is not None else ""
+        return f"data row {row + 1}{line}"
+
     missing = [f.name for f in schema if f.name not in table.column_names]
     if missing:
         raise PipelineError(f"{source}: missing required column(s) {missing}; "
@@ -47,16 +58,42 @@ def conform(table: pa.Table, schema: pa.Schema, source: str) -> pa.Table:
     for f in schema:
         col = table.column(f.name)
         if not _castable(col.type, f.type):
-            raise PipelineError(f"{source}: column '{f.name}' has type {col.type}, expected {f.type}")
+            row, value = _first_uncastable(col, f.type)
+            at = f": {where(row)} has {value!r}" if row is not None else ""
+            raise PipelineError(f"{source}: column '{f.name}' has type {col.type}, expected {f.type}{at}")
         col = col.cast(f.type)
         if col.null_count:
-            if pa.types.is_string(f.type) and f.name not in ("user_id", "item_id"):
+            if pa.types.is_string(f.type) and f.name not in ID_COLUMNS:
                 col = col.fill_null("")  # text a source lacks is "", never null
             else:
                 row = col.to_pylist().index(None)
-                raise PipelineError(f"{source}: column '{f.name}' is null in data row {row + 1}")
+                raise PipelineError(f"{source}: column '{f.name}' is null in {where(row)}")
+        if f.name in ID_COLUMNS:
+            blank = pc.equal(pc.utf8_trim_whitespace(col), "")
+            if pc.any(blank).as_py():
+                row = pc.index(blank, True).as_py()
+                raise PipelineError(f"{source}: column '{f.name}' is empty in {where(row)} "
+                                    f"(value {col[row].as_py()!r}); every row needs a user and an item id")
+        if pa.types.is_floating(f.type):
+            finite = pc.is_finite(col)
+            if not pc.all(finite).as_py():
+                row = pc.index(finite, False).as_py()
+                raise PipelineError(f"{source}: column '{f.name}' is not finite in {where(row)} "
+                                    f"(value {col[row].as_py()!r}); NaN and infinite values are refused")
         cols.append(col)
     return pa.table(cols, schema=schema)
+
+
+def _first_uncastable(col: pa.ChunkedArray, dst: pa.DataType) -> tuple[int | None, object]:
+    """The first row whose value does not convert to `dst` (the error path only: per value)."""
+    for i, v in enumerate(col.to_pylist()):
+        if v is None:
+            continue
+        try:
+            pa.scalar(v).cast(dst)  # strings as numbers: '5' casts, '2020-01-01' does not
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            return i, v
+    return None, None  # every value converts: the column's declared type is what is wrong
 
 
 def _castable(src: pa.DataType, dst: pa.DataType) -> bool:

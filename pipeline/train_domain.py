@@ -2,6 +2,7 @@
 checkpoints of the best weights, progress wherever the output goes (pipeline.progress). Readable top to bottom."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 from pipeline.checkpoint import save_weights
+from pipeline.errors import PipelineError
 from pipeline.models.base import DomainModel, StaticModel, TrainableModel
 from pipeline.models.data import Interactions
 from pipeline.models.registry import model_class
@@ -30,6 +32,9 @@ class TrainConfig:
 
 TRAIN_KEYS = {"epochs": int, "lr": (int, float), "weight_decay": (int, float), "patience": int,
               "eval_every": int, "seed": int}
+MIN_TRAIN = {"epochs": 1, "patience": 1, "eval_every": 1, "seed": 0}
+# model sizes that must be whole and positive (a 0-dim table trains to nothing, silently)
+POSITIVE_MODEL_KEYS = {"dim", "batch_size", "n_heads", "max_len", "n_negatives", "neighbors"}
 
 
 def domain_configs(params: dict, model: str) -> tuple[dict, TrainConfig]:
@@ -41,6 +46,20 @@ def domain_configs(params: dict, model: str) -> tuple[dict, TrainConfig]:
     train.update({k: v for k, v in model_cfg.items() if k in TRAIN_KEYS})
     for key, typ in TRAIN_KEYS.items():
         get(train, key, typ, f"domain.{model}" if key in model_cfg else "domain.train")
+    # degenerate settings are refused here, before the stage touches its output folder: 0
+    # epochs swapped an untrained model in (then crashed), dim 0 saved a useless one
+    for key, low in MIN_TRAIN.items():
+        if train[key] < low:
+            where = f"domain.{model}" if key in model_cfg else "domain.train"
+            raise PipelineError(f"params.yaml: {where}.{key} = {train[key]!r} must be >= {low}")
+    for key in ("lr", "weight_decay"):
+        if not math.isfinite(train[key]) or train[key] < 0 or (key == "lr" and train[key] == 0):
+            where = f"domain.{model}" if key in model_cfg else "domain.train"
+            raise PipelineError(f"params.yaml: {where}.{key} = {train[key]!r} must be a finite number "
+                                + ("> 0" if key == "lr" else ">= 0"))
+    for key, value in model_cfg.items():
+        if key in POSITIVE_MODEL_KEYS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise PipelineError(f"params.yaml: domain.{model}.{key} = {value!r} must be an integer >= 1")
     return ({"model": cls.name, **{k: v for k, v in model_cfg.items() if k not in TRAIN_KEYS}},
             TrainConfig(**{k: train[k] for k in TRAIN_KEYS}))
 
@@ -83,6 +102,11 @@ def _fit(model, data, valid_metric, cfg: TrainConfig, checkpoint, metadata, log)
         start, total, n = time.perf_counter(), 0.0, 0
         for batch in progress(model.batches(data, rng), f"{model.name} epoch {epoch}"):
             loss = model.loss(batch)
+            if not torch.isfinite(loss):
+                # a NaN/inf loss poisons every weight from here on: stop the stage (the output
+                # folder is untouched) instead of saving a model that scores NaN
+                raise PipelineError(f"{model.name}: training loss is {loss.item()} at epoch {epoch}, step {n + 1} "
+                                    f"(lr {cfg.lr}); nothing was written. Lower the learning rate or check the data")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

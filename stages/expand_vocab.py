@@ -8,17 +8,14 @@ is a float32 save_pretrained model + tokenizer that plain Auto*.from_pretrained 
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import pyarrow.parquet as pq
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 from pipeline import paths
-from pipeline.artifacts import atomic_dir, read_json, write_json
-from pipeline.cli import run
+from pipeline.artifacts import atomic_dir, read_json, read_safetensors, write_json
+from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
 from pipeline.llm.base import load_base, readable
 from pipeline.llm.tokens import new_tokens
@@ -39,18 +36,15 @@ def load_tables(ds: str, model_name: str, export: list[str]) -> tuple[dict[str, 
                             f"{export}: add it there so export_embeddings writes {path}")
     if not path.exists():
         raise PipelineError(f"{path}: not found (run `dvc repro export_embeddings@{ds}-{model_name}`)")
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
+    tables, meta = read_safetensors(path)
     if meta.get("dataset", ds) != ds:
         raise PipelineError(f"{path}: exported for dataset '{meta['dataset']}', not '{ds}'")
-    return load_file(str(path)), str(path)
+    return tables, str(path)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("dataset")
+    p = dataset_parser(__doc__)
     p.add_argument("mode", choices=MODES)
-    p.add_argument("--params", default="params.yaml")
     args = p.parse_args()
     params = load_params(args.params)
     llm = section(params, "llm")
@@ -73,6 +67,10 @@ def main() -> None:
     info.update({"dataset": ds, "base": read_json(base / "source.json").get("base"),
                  "preload_from": preload, "embeddings": source})
     model = model.float()
+    rows = model.get_input_embeddings().weight
+    if not bool(torch.isfinite(rows).all()):  # never write a model (and a vocab.json) holding NaN
+        raise PipelineError(f"expand_vocab {ds}/{mode}: the expanded embedding table has non-finite rows "
+                            f"(first {int((~torch.isfinite(rows).all(dim=1)).nonzero()[0, 0])}); nothing written")
     out = paths.vocab_llm(ds, mode)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)

@@ -15,6 +15,7 @@ from pipeline import paths
 from pipeline.artifacts import write_safetensors
 from pipeline.checkpoint import load_trained
 from pipeline.cli import dataset_parser, run
+from pipeline.errors import PipelineError
 from pipeline.evaluation import EvalSets
 from pipeline.params import load_params
 from pipeline.train_domain import domain_configs
@@ -29,6 +30,12 @@ def main() -> None:
     model.set_history(ev.history("valid"))  # train items only: what the LLM may see too
     with torch.no_grad():
         user, item = (t.float().contiguous() for t in model.tables())
+    for name, table in (("user", user), ("item", item)):
+        bad = (~torch.isfinite(table).all(dim=1)).nonzero()
+        if len(bad):  # pre-loaded into the LLM, one NaN row made every new token NaN
+            raise PipelineError(f"{paths.domain(args.dataset, args.model)}: the trained '{args.model}' has a "
+                                f"non-finite {name} row {int(bad[0, 0])} ({len(bad)} in all); nothing exported, "
+                                "re-run pretrain_domain")
     meta = {"model": args.model, "dataset": args.dataset, "dim": str(user.shape[1]),
             "params_hash": hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:16]}
     out = paths.embeddings(args.dataset, args.model)

@@ -40,11 +40,11 @@ VOCAB_MODE = "pe"  # BDLM trains the pre-loaded LLM; w/o PE / w/o ET are SFT var
 
 
 def joint_dir(ds: str, experiment: str) -> Path:
-    return paths.DATA / "joint" / ds / experiment
+    return paths.joint(ds, experiment)
 
 
 def metrics_joint_train(ds: str, experiment: str) -> Path:
-    return paths.DATA / "metrics" / "joint_train" / ds / f"{experiment}.json"
+    return paths.metrics_joint_train(ds, experiment)
 
 
 def joint_settings(params: dict, experiment: str) -> tuple[JointConfig, str, dict[str, float], bool]:
@@ -121,7 +121,7 @@ def main() -> None:
                "domain": file_digest(files["domain"].parent / "model.safetensors")[0],
                "split": file_digest(files["split"])[0]}
     params_hash = cfg.params_hash({"model": model_name, "weights": weights, "aux": aux, **digests})
-    checkpoints = paths.DATA / "checkpoints" / "joint" / ds / name / params_hash[:16]
+    checkpoints = paths.checkpoints("joint", ds, name, params_hash[:16])
     trainer = JointTrainer(llm, tokenizer, drs, sharing, rows, data, cfg, params_hash)
     print(f"[joint_train] {ds}/{name}: domain={model_name} lambda={cfg.lam} share={cfg.share} pooling={cfg.pooling}, "
           f"{len(data.llm_enc.input_ids)} LLM samples, {len(data.drs_prompts)} DRS samples, {cfg.steps} steps x "

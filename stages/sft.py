@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -42,12 +43,23 @@ def variant_settings(params: dict, variant: str) -> tuple[str, bool]:
     return mode, get(v, "aux", bool, f"llm.variant.{variant}")
 
 
+SFT_MIN = {"steps": 1, "batch_size": 1, "grad_accum": 1, "warmup_steps": 0, "max_len": 8, "checkpoint_every": 1,
+           "lora_r": 1, "weight_decay": 0, "seed": 0}
+
+
 def sft_config(params: dict) -> tuple[SFTConfig, dict[str, float]]:
     sec = section(params, "sft")
     fields = {f: type(getattr(SFTConfig(), f)) for f in SFTConfig.__dataclass_fields__}
     values = {}
     for key, typ in fields.items():
         values[key] = get(sec, key, (int, float) if typ is float else typ, "sft")
+    # degenerate values are refused before the stage touches its output: steps 0 swapped an
+    # untrained model into data/llm/<ds>/sft/ and then crashed
+    for key, low in SFT_MIN.items():
+        if isinstance(values[key], (int, float)) and not values[key] >= low:
+            raise PipelineError(f"params.yaml: sft.{key} = {values[key]!r} must be >= {low}")
+    if not (values["lr"] > 0 and math.isfinite(values["lr"])):
+        raise PipelineError(f"params.yaml: sft.lr = {values['lr']!r} must be a finite number > 0")
     weights = get(sec, "task_weights", dict, "sft")
     for task, w in weights.items():
         get(weights, task, (int, float), "sft.task_weights")
@@ -81,7 +93,7 @@ def main() -> None:
                                      "prompts": file_digest(prompts_file)[0],
                                      "model": [file_digest(f)[0] for f in sorted(vocab_dir.glob("*.safetensors"))]},
                                     sort_keys=True).encode()).hexdigest()[:16]
-    checkpoints = paths.DATA / "checkpoints" / "sft" / args.dataset / args.variant / key
+    checkpoints = paths.checkpoints("sft", args.dataset, args.variant, key)
     checkpoints.mkdir(parents=True, exist_ok=True)
     print(f"[sft] {args.dataset}/{args.variant}: vocab={mode} aux={aux}, {len(prompts)} samples, "
           f"{cfg.steps} steps x {cfg.batch_size} x {cfg.grad_accum}")
@@ -102,7 +114,7 @@ def main() -> None:
     write_json({"dataset": args.dataset, "variant": args.variant, "vocab": mode, "aux": aux,
                 "train_seconds": round(time.perf_counter() - start, 1), "samples": stats["samples"],
                 "prompts_truncated": stats["truncated"], "precision": stats["precision"], "final_loss": history[-1]["loss"], "history": history},
-               paths.DATA / "metrics" / "sft" / args.dataset / f"{args.variant}.json")
+               paths.metrics_sft(args.dataset, args.variant))
 
 
 if __name__ == "__main__":

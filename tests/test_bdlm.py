@@ -304,8 +304,7 @@ def make_project(root: Path, vocab_items: int = I) -> None:
               "joint": {"experiments": ["bdlm"], "lambda": 0.1,
                         "train": {**{k: v for k, v in CFG.__dict__.items() if k != "lam"}, "steps": 2,
                                   "task_weights": {"interaction": 1.0, "topk": 1.0}, "aux": False},
-                        "experiment": {"bdlm": {"model": "lightgcn"}, "bad": {"model": "lightgcn", "lambda": -1},
-                                       "gmf": {"model": "gmf"}}}}
+                        "experiment": {"bdlm": {"model": "lightgcn"}}}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
@@ -349,9 +348,14 @@ def test_stage_errors_leave_no_artifact(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PipelineError, match="vocab/pe/vocab.json.*lightgcn/config.json"):
         stage(monkeypatch, joint_train, "tiny", "bdlm")
-    with pytest.raises(PipelineError, match="joint.experiment.bad.lambda"):
-        stage(monkeypatch, joint_train, "tiny", "bad")
-    with pytest.raises(PipelineError, match="joint.experiment.gmf.model"):
-        stage(monkeypatch, joint_train, "tiny", "gmf")
+    # a bad entry anywhere in params.yaml stops every stage (pipeline/config.py validates the
+    # whole file), naming the entry
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    for name, entry, message in (("bad", {"model": "lightgcn", "lambda": -1}, "joint.experiment.bad.lambda = -1"),
+                                 ("gmf", {"model": "gmf"}, "joint.experiment.gmf.model = 'gmf'")):
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(
+            {**params, "joint": {**params["joint"], "experiment": {**params["joint"]["experiment"], name: entry}}}))
+        with pytest.raises(PipelineError, match=message):
+            stage(monkeypatch, joint_train, "tiny", name)
     assert not (tmp_path / "data/joint").exists() and not (tmp_path / "data/metrics").exists()
     assert not (tmp_path / "data/checkpoints").exists()

@@ -302,10 +302,14 @@ def test_expand_vocab_stage_errors(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(
-        {"llm": {"preload_from": "sasrec", "seed": 7}, "domain": {"export": ["lightgcn"]}}))
+        {"llm": {"preload_from": "lightgcn", "seed": 7}, "domain": {"export": ["lightgcn"]}}))
     with pytest.raises(PipelineError, match="users.parquet: not found"):
         monkeypatch.setattr(sys, "argv", ["expand_vocab", "toy", "pe"])
         stage.main()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
+        {"llm": {"preload_from": "sasrec", "seed": 7}, "domain": {"export": ["lightgcn"]}}))
+    with pytest.raises(PipelineError, match=r"llm.preload_from 'sasrec' is not in domain.export \['lightgcn'\]"):
+        stage.main()  # params.yaml is checked as a whole before anything is read
     with pytest.raises(PipelineError, match=r"llm.preload_from 'sasrec' is not in domain.export"):
         stage.load_tables("toy", "sasrec", ["lightgcn"])
     with pytest.raises(PipelineError, match=r"lightgcn.safetensors: not found .*export_embeddings@toy-lightgcn"):

@@ -47,7 +47,9 @@ def test_the_launcher_param_runs_the_llm_training_stages(tmp_path):
     Repo.init(str(tmp_path), no_scm=True).close()
     with Repo(str(tmp_path)) as repo:
         cmds = {s.name: s.cmd for s in repo.index.stages}
-    launched = {name.split("@")[0] for name, cmd in cmds.items() if cmd.startswith(launcher + " -m stages.")}
+    # through pipeline/launch.py, which checks the launcher and execs it without a shell
+    launched = {name.split("@")[0] for name, cmd in cmds.items()
+                if cmd.startswith(f"python -m pipeline.launch '{launcher}' -m stages.")}
     assert launched == {"sft", "joint_train"}
     assert all(cmd.startswith("python -m stages.") for name, cmd in cmds.items()
                if name.split("@")[0] not in launched)

@@ -185,6 +185,10 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
                 opt.step()
                 opt.zero_grad()
             losses.append(loss.item())
+        if not np.isfinite(losses).all():
+            # every later step would train on NaN weights: stop with nothing written
+            raise PipelineError(f"sft: training loss is {losses} at step {step + 1} of {cfg.steps} (lr {cfg.lr}); "
+                                "stopped, nothing was written. Lower sft.lr or check the prompts")
         sched.step()
         history.append({"step": step + 1, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0]})
         bar.update(loss=f"{history[-1]['loss']:.3f}")

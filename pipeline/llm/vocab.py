@@ -41,6 +41,14 @@ def _check_tables(tables: Mapping[str, torch.Tensor], n_users: int, n_items: int
         if t.shape[0] != n:
             raise PipelineError(f"{source}: '{key}' table has {t.shape[0]} rows but the dataset has "
                                 f"{n} {key}s: the embeddings come from another k-core or dataset")
+        # one NaN row makes the mean-norm rescale NaN, and with it every new <uid>/<iid> row
+        finite = torch.isfinite(t).all(dim=1)
+        if not bool(finite.all()):
+            row = int((~finite).nonzero()[0, 0])
+            col = int((~torch.isfinite(t[row])).nonzero()[0, 0])
+            raise PipelineError(f"{source}: '{key}' table row {row} (<{key[0]}id_{row}>) has a non-finite value "
+                                f"{float(t[row, col])} at column {col} ({int((~finite).sum())} bad row(s) in all); "
+                                "re-run the domain model that exported it")
     if tables["user"].shape[1] != tables["item"].shape[1]:
         raise PipelineError(f"{source}: user dim {tables['user'].shape[1]} != item dim {tables['item'].shape[1]}")
     return int(tables["user"].shape[1])

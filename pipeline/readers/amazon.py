@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipeline.errors import PipelineError
-from pipeline.readers.lines import parse_lines
+from pipeline.readers.lines import finite_float, nonempty_id, parse_lines
 from pipeline.schema import CATEGORY_SEP, interactions_table, items_table
 
 
@@ -26,7 +26,8 @@ def _one(raw_dir: Path, pattern: str) -> Path:
 
 def _review(line: str) -> tuple[str, str, float, int]:
     r = json.loads(line)
-    return str(r["reviewerID"]), str(r["asin"]), float(r["overall"]), int(r["unixReviewTime"])
+    return (nonempty_id(str(r["reviewerID"]), "reviewerID"), nonempty_id(str(r["asin"]), "asin"),
+            finite_float(str(r["overall"])), int(r["unixReviewTime"]))
 
 
 def _meta(line: str) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
@@ -44,3 +45,18 @@ def fields(line: str, sep: str, n: int) -> list[str]:
     if len(parts) != n:
         raise ValueError(f"expected {n} fields separated by {sep!r}, got {len(parts)}")
     return parts
+
+
+def finite_float(text: str) -> float:
+    """float(text), refusing NaN and infinities (float() accepts 'nan' and 'inf')."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+def nonempty_id(text: str, what: str) -> str:
+    """An id field, refusing an empty one (it would become user/item "")."""
+    if not text.strip():
+        raise ValueError(f"empty {what}")
+    return text

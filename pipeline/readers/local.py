@@ -20,22 +20,66 @@ def _find(raw_dir: Path, stem: str) -> Path:
     return found[0]
 
 
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        if f.tell() == 0:
+            return True
+        f.seek(-1, 2)
+        return f.read(1) in (b"\n", b"\r")
+
+
+def _read_csv(path: Path) -> pa.Table:
+    """A CSV with every row checked: a row with the wrong number of fields is an error naming
+    its line (a cut last line -- an interrupted copy -- is the usual cause, and is said so)."""
+    bad: list = []
+
+    def invalid(row) -> str:
+        bad.append(row)
+        return "error"
+
+    # ids stay strings even when they look like numbers; only an empty field is null, so 'nan'
+    # reads as NaN (refused with its value by conform) and 'NA' makes a number column a string
+    convert = pacsv.ConvertOptions(column_types={"user_id": pa.string(), "item_id": pa.string()},
+                                   null_values=[""], strings_can_be_null=False)
+    # single-threaded: only then does pyarrow give an invalid row its line number
+    read = pacsv.ReadOptions(use_threads=False)
+    try:
+        return pacsv.read_csv(path, read_options=read, convert_options=convert,
+                              parse_options=pacsv.ParseOptions(invalid_row_handler=invalid))
+    except pa.ArrowInvalid as e:
+        if not bad:
+            raise
+        row = bad[0]
+        line = f"line {row.number}" if row.number is not None else "a line"
+        hint = ""
+        if not _ends_with_newline(path):
+            last = path.read_bytes().rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
+            if row.text == last:
+                hint = "; it is the last line and the file does not end with a newline: a truncated copy?"
+        raise PipelineError(f"{path}: {line} has {row.actual_columns} field(s), the header has "
+                            f"{row.expected_columns}: {row.text[:200]!r}{hint}") from e
+
+
 def read_table(path: Path) -> pa.Table:
     try:
         if path.suffix == ".parquet":
             return pq.read_table(path)
-        # ids stay strings even when they look like numbers
-        opts = pacsv.ConvertOptions(column_types={"user_id": pa.string(), "item_id": pa.string()})
-        return pacsv.read_csv(path, convert_options=opts)
+        return _read_csv(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise PipelineError(f"{path}: cannot read ({e})") from e
 
 
 def read_local(raw_dir: Path) -> tuple[pa.Table, pa.Table]:
     inter_path, items_path = _find(raw_dir, "interactions"), _find(raw_dir, "items")
-    inter = conform(read_table(inter_path), INTERACTIONS, str(inter_path))
+    inter = conform(read_table(inter_path), INTERACTIONS, str(inter_path), _header(inter_path))
     items = read_table(items_path)
     for name in OPTIONAL_TEXT:
         if name not in items.column_names:
             items = items.append_column(name, pa.array([""] * items.num_rows, pa.string()))
-    return inter, conform(items, ITEMS, str(items_path))
+    return inter, conform(items, ITEMS, str(items_path), _header(items_path))
+
+
+def _header(path: Path) -> int | None:
+    """Lines before the first data row, so a CSV's errors also name the file line."""
+    return 1 if path.suffix == ".csv" else None

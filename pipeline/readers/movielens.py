@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipeline.errors import PipelineError
-from pipeline.readers.lines import fields, parse_lines
+from pipeline.readers.lines import fields, finite_float, nonempty_id, parse_lines
 from pipeline.schema import CATEGORY_SEP, interactions_table, items_table
 
 # Genre columns of u.item, in file order (ml-100k README).
@@ -58,7 +58,7 @@ def _extract(zip_path: Path, members: list[str], dest: Path) -> list[Path]:
 
 def _rating_row(parts: list[str]) -> tuple[str, str, float, int]:
     user, item, rating, ts = parts
-    return user, item, float(rating), int(ts)
+    return nonempty_id(user, "user id"), nonempty_id(item, "item id"), finite_float(rating), int(ts)
 
 
 def read_official_100k(raw_dir: Path) -> tuple[pa.Table, pa.Table]:
@@ -113,7 +113,8 @@ def _recbole_inter(path: Path, user_prefix: str = "") -> pa.Table:
             if not user.startswith(user_prefix):
                 raise ValueError(f"user id without the '{user_prefix}' prefix")
             user = user[len(user_prefix):]
-        return user, item, float(rating), int(float(ts))
+        return (nonempty_id(user, "user id"), nonempty_id(item, "item id"), finite_float(rating),
+                int(finite_float(ts)))
 
     return _interactions(list(parse_lines(path, row, skip_header=True)))
 
