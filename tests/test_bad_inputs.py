@@ -4,6 +4,7 @@ One case per family: each asserts that the message names the culprit (file, row,
 param, value) and that no output was touched."""
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -151,6 +152,28 @@ def test_dvc_yaml_quotes_every_name_it_puts_in_a_command(tmp_path):
                            timeout=120)
         assert r.returncode == 2 and message in r.stderr, (cmds[stage], r.stderr)
     assert not list(tmp_path.rglob("PWNED"))
+
+
+def test_params_are_validated_before_any_stage_command_runs(tmp_path):
+    """A name holding a quote escapes the commands' quoting, and DVC writes it into a shell
+    command before any of our Python runs. So every stage depends on check_params, whose command
+    holds no param, and check_params refuses the file: `dvc repro` stops before the shell sees it."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    check = stages.pop("check_params")
+    assert "${" not in check["cmd"] and "params.yaml" in check["deps"]
+    for name, st in stages.items():
+        body = st.get("do", st)
+        assert "data/checks/params.json" in body["deps"], name
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["datasets"] = ["x';touch PWNED;'"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    r = _stage(tmp_path, "stages.check_params")
+    assert r.returncode == 2 and "datasets[0]" in r.stderr and "not a valid name" in r.stderr, r.stderr
+    assert not (tmp_path / "data").exists()
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    r = _stage(tmp_path, "stages.check_params")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "data/checks/params.json").read_text()) == {"valid": True}
 
 
 def test_launch_execs_a_valid_launcher_without_a_shell(tmp_path):

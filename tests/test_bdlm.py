@@ -127,6 +127,17 @@ def test_sharing_starts_from_the_llm_rows_and_is_written_in_algorithm_1_order():
     assert any(torch.allclose(t.m.user[u], p_rows[u]) for u in written)
 
 
+def test_a_non_finite_loss_stops_joint_training_before_the_update(monkeypatch):
+    import pipeline.bdlm.train as train_mod
+
+    t = trainer(JointConfig(**{**CFG.__dict__, "steps": 2}))
+    before = {k: v.clone() for k, v in t.drs.state_dict().items()}
+    monkeypatch.setattr(train_mod.F, "binary_cross_entropy_with_logits", lambda *a, **k: torch.tensor(float("nan")))
+    with pytest.raises(PipelineError, match="the DRS loss is nan at step 1"):
+        t.run()
+    assert all(torch.equal(v, t.drs.state_dict()[k]) for k, v in before.items())  # no update reached the weights
+
+
 def test_share_users_only_writes_the_user_table():
     t = trainer(JointConfig(**{**CFG.__dict__, "share": "users", "steps": 2}))
     before = t.m.item.clone()

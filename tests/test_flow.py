@@ -48,7 +48,8 @@ def test_dag_order_comes_from_dvc_yaml():
     for stage, ups in dag.upstream.items():
         assert all(pos[u] < pos[stage] for u in ups), (stage, ups)
     assert [s for s in dag.order if s in DATA_STAGES] == DATA_STAGES
-    assert dag.upstream["negatives"] == {"split", "kcore"}
+    assert dag.upstream["negatives"] == {"split", "kcore", "check_params"}  # params validated first
+    assert all("check_params" in ups for s, ups in dag.upstream.items() if s != "check_params")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for stage, members in dag.members.items():
         assert all(m.split("@")[0] == stage for m in members)
@@ -67,7 +68,7 @@ def test_stage_subset_and_downstream():
 
 
 def test_unknown_stage_is_named(capsys):
-    with pytest.raises(PipelineError, match=r"unknown stage\(s\) 'negativez'.*dvc.yaml has: download"):
+    with pytest.raises(PipelineError, match=r"unknown stage\(s\) 'negativez'.*dvc.yaml has: check_params, download"):
         pf.load_dag(REPO).select(["negativez"])
     assert pf.main(["--root", str(REPO), "--stages", "negativez"]) == 2
     assert "unknown stage(s) 'negativez'" in capsys.readouterr().err

@@ -166,6 +166,7 @@ class JointTrainer:
             with torch.no_grad():
                 ml = self._ml(self.rows.rows, ids)
             loss = task
+        _finite(loss, "LLM", step, task, ml)
         self.acc.backward(loss)
         self.llm_opt.step()
         self.llm_opt.zero_grad()
@@ -192,6 +193,7 @@ class JointTrainer:
             with torch.no_grad():
                 ml = self._ml(self.drs.shared_rows, ids)
             loss = task
+        _finite(loss, "DRS", step, task, ml)
         loss.backward()
         self.drs_opt.step()
         self.drs_opt.zero_grad()
@@ -274,3 +276,11 @@ class JointTrainer:
         self.model.eval()
         self.drs.eval()
         return self.history
+
+
+def _finite(loss: torch.Tensor, side: str, step: int, task: torch.Tensor, ml: torch.Tensor) -> None:
+    """A non-finite loss stops joint training before it reaches the weights (nothing is saved)."""
+    if not torch.isfinite(loss):
+        raise PipelineError(f"joint training: the {side} loss is {loss.item()} at step {step + 1} "
+                            f"(task loss {task.item()}, mutual-learning loss {ml.item()}); stopped before the "
+                            "update, nothing written: lower the lr or lambda, or check the inputs")
