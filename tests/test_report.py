@@ -127,7 +127,7 @@ def built(tmp_path_factory) -> Path:
                                    "history": [{"step": 1, "llm_loss": 2.5, "drs_loss": 0.7}]})
     joint(d, "bdlm", 0.01, {"hits": TEN, "binary": 2.0}, {"hits": TEN, "binary": 1.5})
     joint(d, "wo_jl", 0.0, {"hits": set(range(6))}, {"hits": set(range(5))})
-    joint(d, "lambda_0.1", None, {"hits": set(range(8))}, {"hits": set(range(12))})  # lambda only in the name
+    joint(d, "lambda_1e-1", None, {"hits": set(range(8))}, {"hits": set(range(12))})  # lambda only in the name
     giveaway(d, False)
     return d
 
@@ -366,7 +366,7 @@ def test_lambda_curve_prefers_lambda_0_over_wo_jl(data):
     inp = collect(data, DS)
     curve = lambda_curve(inp)
     assert [(p["lambda"], p["experiment"]) for p in curve if p["side"] == "llm"] == [
-        (0.0, "lambda_0"), (0.01, "bdlm"), (0.1, "lambda_0.1")]
+        (0.0, "lambda_0"), (0.01, "bdlm"), (0.1, "lambda_1e-1")]
     pt = build_report(inp)["paired_tests"]["families"]["lambda"]
     assert {x["b_outcomes"] for x in pt} == {f"data/outcomes/joint/{DS}/lambda_0-llm.parquet",
                                               f"data/outcomes/joint/{DS}/lambda_0-drs.parquet"}
