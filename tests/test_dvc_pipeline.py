@@ -16,10 +16,12 @@ from tests.llm_tiny import tiny_llama, tiny_tokenizer
 pytestmark = pytest.mark.slow
 
 DATA_STAGES = ["download", "prepare", "kcore", "split", "negatives"]
-DOMAIN_STAGES = ["pretrain_domain", "evaluate_domain", "export_embeddings", "baselines"]
+DOMAIN_STAGES = ["pretrain_domain", "evaluate_domain", "evaluate_floors", "export_embeddings", "baselines"]
 LLM_STAGES = ["download_llm", "expand_vocab", "build_prompts", "sft", "evaluate_llm", "joint_train", "evaluate_joint"]
 REPORT_STAGES = ["report"]
-STAGES = DATA_STAGES + DOMAIN_STAGES + LLM_STAGES + REPORT_STAGES
+# check_params re-runs on any change to params.yaml (a second); its output is constant, so it
+# makes nothing else stale
+STAGES = ["check_params"] + DATA_STAGES + DOMAIN_STAGES + LLM_STAGES + REPORT_STAGES
 
 
 def dvc(cwd: Path, *args: str) -> str:
@@ -48,7 +50,7 @@ def project(tmp_path_factory) -> Path:
     tok.save_pretrained(root / "tiny-llm")
     params["llm"].update(base=str(root / "tiny-llm"), vocab_modes=["pe", "text"], variants=["full", "no_et"])
     params["prompts"].update(max_train_users=None, train_targets_per_user=1)
-    params["sft"].update(steps=2, batch_size=2, checkpoint_every=1, max_len=128)
+    params["sft"].update(steps=2, batch_size=2, checkpoint_every=1, max_len=128, warmup_steps=1)
     params["evaluate_llm"].update(max_users=5, batch_size=4)
     params["joint"]["train"].update(steps=2, batch_size=2, drs_batch_size=2, checkpoint_every=1, max_len=128)
     for m in params["domain"]["models"]:
@@ -74,6 +76,8 @@ def test_repro_builds_every_stage_then_is_up_to_date(project):
                  "llm/tiny/sft/full/config.json", "metrics/sft/tiny/full.json",
                  "metrics/llm/tiny/full.json", "metrics/llm/tiny/no_et.json",
                  "metrics/joint/tiny/bdlm.json", "metrics/joint/tiny/wo_jl.json", "joint/tiny/bdlm/drs.safetensors",
+                 "metrics/floors/tiny/centrality.json", "metrics/giveaway/tiny.json", "outcomes/llm/tiny/full.parquet",
+                 "outcomes/joint/tiny/bdlm-drs.parquet", "outcomes/domain/tiny/mf.parquet",
                  "reports/tiny/report.md", "reports/tiny/report.json", "reports/plots/ablation/tiny.json",
                  "reports/plots/lambda/tiny.json", "reports/plots/sft_loss/tiny.json"]:
         assert (d / path).exists(), path
@@ -106,12 +110,12 @@ def test_param_change_reruns_only_dependents(project):
     params["negatives"]["seed"] = 7
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     # new candidate sets: re-scored and new eval prompts, but no model is retrained
-    assert ran(dvc(project, "repro")) == {"negatives", "evaluate_domain", "baselines", "build_prompts", "evaluate_llm",
-                                         "evaluate_joint", "report"}
+    assert ran(dvc(project, "repro")) == {"check_params", "negatives", "evaluate_domain", "evaluate_floors", "baselines",
+                                         "build_prompts", "evaluate_llm", "evaluate_joint", "report"}
     params["domain"]["mf"]["dim"] = 8  # one model's params: only that model and the table
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     out = dvc(project, "repro")
-    assert ran(out) == {"pretrain_domain", "evaluate_domain", "baselines", "report"}
+    assert ran(out) == {"check_params", "pretrain_domain", "evaluate_domain", "baselines", "report"}
     assert "Running stage 'pretrain_domain@tiny-mf'" in out
     assert "Running stage 'pretrain_domain@tiny-lightgcn'" not in out
     assert ran(dvc(project, "repro", "split@tiny", "--force", "--single-item")) == {"split"}
