@@ -79,11 +79,17 @@ class Dag:
                     changed = True
         return out
 
+    def gates(self) -> set[str]:
+        """Stages every other stage depends on directly (check_params): run with any selection,
+        since a stage runs with --single-item and would otherwise skip them."""
+        others = lambda g: [s for s in self.order if s != g]  # noqa: E731
+        return {g for g in self.order if others(g) and all(g in self.upstream.get(s, ()) for s in others(g))}
+
     def select(self, stages: list[str] | None, downstream: bool = False) -> list[str]:
         if not stages:
             return list(self.order)
         check_stage_names(stages, self.order)
-        chosen = self.downstream_of(set(stages)) if downstream else set(stages)
+        chosen = (self.downstream_of(set(stages)) if downstream else set(stages)) | self.gates()
         return [s for s in self.order if s in chosen]
 
 

@@ -59,9 +59,10 @@ def test_dag_order_comes_from_dvc_yaml():
 
 def test_stage_subset_and_downstream():
     dag = pf.load_dag(REPO)
-    assert dag.select(["negatives", "kcore"]) == ["kcore", "negatives"]
+    # check_params gates every stage: it runs with any selection (stages run with --single-item)
+    assert dag.select(["negatives", "kcore"]) == ["check_params", "kcore", "negatives"]
     down = dag.select(["split"], downstream=True)
-    assert down[:2] == ["split", "negatives"]
+    assert down[:3] == ["check_params", "split", "negatives"]
     assert {"pretrain_domain", "evaluate_domain", "baselines"} <= set(down)
     assert not {"download", "prepare", "kcore"} & set(down)
     assert dag.select(None) == dag.order
@@ -176,14 +177,14 @@ def test_flow_runs_data_half_then_everything_is_up_to_date(project):
     state = pf.llmrec(stages=DATA_STAGES, root=str(project), return_state=True)
     assert state.is_completed(), state.message
     first = state.result()
-    assert list(first) == DATA_STAGES
-    assert statuses(first) == {f"{s}@tiny": pf.RAN for s in DATA_STAGES}
-    assert task_runs(state) == {s: ["cpu", "dvc"] for s in DATA_STAGES}
+    assert list(first) == ["check_params", *DATA_STAGES]
+    assert statuses(first) == {"check_params": pf.RAN, **{f"{s}@tiny": pf.RAN for s in DATA_STAGES}}
+    assert task_runs(state) == {s: ["cpu", "dvc"] for s in ["check_params", *DATA_STAGES]}
     assert (project / "data/negatives/tiny/test_topk.parquet").exists()
     assert not (project / "data/domain").exists()  # the model half was not selected
 
     again = pf.llmrec(stages=DATA_STAGES, root=str(project))
-    assert statuses(again) == {f"{s}@tiny": pf.UP_TO_DATE for s in DATA_STAGES}
+    assert statuses(again) == {"check_params": pf.UP_TO_DATE, **{f"{s}@tiny": pf.UP_TO_DATE for s in DATA_STAGES}}
 
 
 @pytest.mark.slow
@@ -192,7 +193,7 @@ def test_param_override_reruns_only_its_stage(project):
     negatives = project / "data/negatives/tiny/test_topk.parquet"
     sets = negatives.read_bytes()
     out = pf.llmrec(stages=DATA_STAGES, params={"negatives.seed": 7}, root=str(project))
-    assert statuses(out) == {**{f"{s}@tiny": pf.UP_TO_DATE for s in DATA_STAGES[:-1]},
+    assert statuses(out) == {"check_params": pf.RAN, **{f"{s}@tiny": pf.UP_TO_DATE for s in DATA_STAGES[:-1]},
                              "negatives@tiny": pf.RAN}
     assert (project / "params.yaml").read_bytes() == before  # restored
     assert negatives.read_bytes() != sets  # other candidates with seed 7
@@ -206,7 +207,7 @@ def test_param_override_reruns_only_its_stage(project):
 
     # Back to the file's seed: DVC restores the earlier outputs from its run cache.
     out = pf.llmrec(stages=["negatives"], root=str(project))
-    assert statuses(out) == {"negatives@tiny": pf.RESTORED}
+    assert statuses(out) == {"check_params": pf.RAN, "negatives@tiny": pf.RESTORED}  # its output is not cached
     assert negatives.read_bytes() == sets
     assert all(st == "up to date" for _, st, _ in rows(project, DATA_STAGES))
 
@@ -218,9 +219,10 @@ def test_flow_rejects_bad_override_and_reports_stage_failure(project):
     assert state.is_failed() and "param 'kcore.user_k' is int" in state.message
     assert (project / "params.yaml").read_bytes() == before
     # A stage that fails: its task fails, with the stage's stderr in the error.
-    state = pf.llmrec(stages=["kcore"], params={"kcore.dedupe": "middle"}, root=str(project),
+    # (a valid value that the data cannot satisfy: the config layer refuses invalid ones first)
+    state = pf.llmrec(stages=["kcore"], params={"kcore.user_k": 100000}, root=str(project),
                       retries=1, return_state=True)
     assert state.is_failed()
-    with pytest.raises(RuntimeError, match=r"(?s)stage kcore@tiny failed.*stderr tail:.*dedupe"):
+    with pytest.raises(RuntimeError, match=r"(?s)stage kcore@tiny failed.*stderr tail:.*k-core left no interactions"):
         state.result()
     assert (project / "params.yaml").read_bytes() == before
