@@ -16,7 +16,25 @@ def counts(inter: pa.Table) -> dict[str, int]:
             "items": len(pc.unique(inter["item_id"]))}
 
 
+def verify_files(raw_dir: Path, manifest: dict) -> None:
+    """Every file the download stage recorded still has its sha256 and size: a copy cut short
+    or edited since (an interrupted sync, a hand edit) is refused, naming the file."""
+    from pipeline.artifacts import file_digest
+
+    for name, rec in (manifest.get("files") or {}).items():
+        path = Path(raw_dir) / name
+        if not path.exists():
+            raise PipelineError(f"{path}: missing, but {raw_dir}/checksums.json records it; re-run the download stage")
+        digest, size = file_digest(path)
+        if (digest, size) != (rec.get("sha256"), rec.get("size")):
+            what = "truncated" if size < (rec.get("size") or 0) else "changed"
+            raise PipelineError(f"{path}: {what} since download ({size:,} bytes, sha256 {digest[:12]}...; "
+                                f"{raw_dir}/checksums.json records {rec.get('size'):,} bytes, "
+                                f"{str(rec.get('sha256'))[:12]}...); re-run the download stage")
+
+
 def prepare(raw_dir: Path, manifest: dict) -> tuple[pa.Table, pa.Table, dict]:
+    verify_files(raw_dir, manifest)
     inter, items = read_raw(manifest["format"], raw_dir)
     if inter.num_rows == 0:
         raise PipelineError(f"{raw_dir}: no interactions read")

@@ -315,6 +315,21 @@ def test_prepare_stage_refuses_a_bad_local_file_and_keeps_its_output(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["mine"]
 
 
+def test_prepare_refuses_a_raw_file_cut_or_changed_since_download(tmp_path):
+    from pipeline.artifacts import file_digest
+    from pipeline.prepare import prepare
+
+    raw = _local(tmp_path / "raw", HEADER + "u1,i1,5,1\nu2,i2,4,2\n")
+    files = {p.name: dict(zip(("sha256", "size"), file_digest(p))) for p in raw.iterdir()}
+    manifest = {"format": "local", "route": "local", "expected": {}, "files": files}
+    inter, _, _ = prepare(raw, manifest)  # intact: read as usual
+    assert inter.num_rows == 2
+    data = raw / "interactions.csv"
+    data.write_bytes(data.read_bytes()[:-9])  # an interrupted copy that still parses
+    with pytest.raises(PipelineError, match=r"interactions\.csv: truncated since download .*checksums\.json records"):
+        prepare(raw, manifest)
+
+
 # --- 8-10. no silent wrong results: degenerate configs, NaN losses, NaN embeddings ----------
 
 def _repo_params() -> dict:
