@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from pipeline import floors, paths  # noqa: E402
+from pipeline.metrics import candidate_matrix  # noqa: E402
 from pipeline.negatives import make_all, text_vectors  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.split import SPLITS  # noqa: E402
@@ -43,7 +44,7 @@ def model_hr1(ds: str, model: str, params: dict, sets: dict, ev) -> tuple[float,
     m.eval()
     m.set_history(ev.history("test"))
     t = sets["test_topk"]
-    cands = np.stack(t["candidates"].to_numpy(zero_copy_only=False)).astype(np.int64)
+    cands = candidate_matrix(t)
     with torch.no_grad():
         hits = positive_rank(_scores(m, t["uid"].to_numpy(), cands), t["label_index"].to_numpy()) < 1
     iv = wilson(int(hits.sum()), len(hits))

@@ -30,15 +30,27 @@ def positive_rank(scores: np.ndarray, label_index: np.ndarray) -> np.ndarray:
     return ahead
 
 
+def per_user_at_k(ranks: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's hit@k (0/1) and NDCG@k (one target) from 0-based ranks: what every rank
+    metric, its interval and its paired test are computed from."""
+    ranks = np.asarray(ranks)
+    hit = ranks < k
+    return hit.astype(np.float64), np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)
+
+
 def rank_metrics(ranks: np.ndarray, ks: Iterable[int], prefix: str = "HR") -> dict[str, float]:
     """HR@k (or Recall@k with one target per user) and NDCG@k from 0-based ranks."""
-    ranks = np.asarray(ranks)
     out = {}
     for k in ks:
-        hit = ranks < k
-        out[f"{prefix}@{k}"] = float(hit.mean()) if len(ranks) else 0.0
-        out[f"NDCG@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()) if len(ranks) else 0.0
+        hit, ndcg = per_user_at_k(ranks, k)
+        out[f"{prefix}@{k}"] = float(hit.mean()) if len(hit) else 0.0
+        out[f"NDCG@{k}"] = float(ndcg.mean()) if len(hit) else 0.0
     return out
+
+
+def candidate_matrix(t) -> np.ndarray:
+    """[rows, candidates] int64 ids of a candidate-set table (pipeline.negatives writes them)."""
+    return np.stack(t["candidates"].to_numpy(zero_copy_only=False)).astype(np.int64)
 
 
 def candidate_metrics(scores: np.ndarray, label_index: np.ndarray, ks: Iterable[int] = CANDIDATE_KS) -> dict:
@@ -227,8 +239,7 @@ def summarize(outcomes: pa.Table, users: np.ndarray | None = None, cfg: StatsCon
             ranks = r["rank"]
             block = {}
             for k in proto.ks:
-                hit = (ranks < k).astype(np.float64)
-                ndcg = np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
+                hit, ndcg = per_user_at_k(ranks, k)
                 block[f"{proto.hit}@{k}"] = float(hit.mean())
                 block[f"NDCG@{k}"] = float(ndcg.mean())
                 h = stats.wilson(int(hit.sum()), len(hit), cfg.confidence)
@@ -241,18 +252,13 @@ def summarize(outcomes: pa.Table, users: np.ndarray | None = None, cfg: StatsCon
                 continue  # no valid rows: no threshold, no binary metrics
             threshold = best_threshold(v["score"], v["target"])
             y, s = r["target"].astype(bool), r["score"]
-            block = binary_metrics(s, y, threshold)
-            block["accuracy"] = float(((s >= threshold) == y).mean())
-            block["auc"] = stats.auc(s, y)
+            block = _binary_block(s, y, threshold)
             block["f1_floor"] = constant_f1(y)
             _, groups = _per_user(r["uid"])
 
             def on(idx, key, s=s, y=y, groups=groups, threshold=threshold):
-                rows = np.concatenate([groups[i] for i in idx])
-                if key == "auc":
-                    return stats.auc(s[rows], y[rows])
-                m = binary_metrics(s[rows], y[rows], threshold)
-                return float(((s[rows] >= threshold) == y[rows]).mean()) if key == "accuracy" else m[key]
+                rows = np.concatenate([groups[i] for i in idx])  # a resample of users, all their rows
+                return _binary_block(s[rows], y[rows], threshold, only=key)[key]
 
             for key in ("precision", "recall", "f1", "accuracy", "auc"):
                 iv = stats.bootstrap_statistic(len(groups), lambda idx, key=key: on(idx, key), cfg.confidence,
@@ -271,6 +277,20 @@ def summarize(outcomes: pa.Table, users: np.ndarray | None = None, cfg: StatsCon
     return out
 
 
+def _binary_block(scores: np.ndarray, labels: np.ndarray, threshold: float, only: str | None = None) -> dict:
+    """Interaction prediction at a fixed threshold: precision, recall, F1, accuracy, AUC (`only`
+    = "auc" skips the rest, which the AUC's bootstrap does not need)."""
+    from pipeline import stats
+
+    if only == "auc":
+        return {"auc": stats.auc(scores, labels)}
+    block = binary_metrics(scores, labels, threshold)
+    block["accuracy"] = float(((np.asarray(scores) >= threshold) == labels).mean())
+    if only is None:
+        block["auc"] = stats.auc(scores, labels)
+    return block
+
+
 def constant_f1(labels: np.ndarray) -> float:
     """F1 of a scorer that says "Yes" to every row: the floor F1 is read against (with one
     negative per positive, precision .5 and recall 1 give .667)."""
@@ -278,9 +298,19 @@ def constant_f1(labels: np.ndarray) -> float:
     return 2 * p / (1 + p) if p > 0 else 0.0
 
 
-def per_user_hits(outcomes: pa.Table, protocol: str, k: int, users: np.ndarray) -> np.ndarray:
-    """0/1 hit@k of each of `users` (in that order) for a rank protocol; NaN where a user has
-    no row (the paired tests refuse such a comparison)."""
+def outcome_users(outcomes: pa.Table, protocol: str) -> np.ndarray:
+    """The users (sorted) that have an outcome for `protocol`."""
+    return np.unique(_rows_of(outcomes, protocol, None)["uid"])
+
+
+def per_user_metric(outcomes: pa.Table, protocol: str, metric: str, users: np.ndarray) -> np.ndarray:
+    """Per-user outcome of a rank metric ("HR@k"/"Recall@k": 0/1 hits; "NDCG@k": real) for each
+    of `users`, in that order; NaN where a user has no row (the paired tests refuse those)."""
+    name, k = metric.split("@")
+    if name not in ("HR", "Recall", "NDCG"):
+        raise ValueError(f"no per-user outcome for metric {metric!r} (HR@k, Recall@k or NDCG@k)")
     r = _rows_of(outcomes, protocol, None)
-    ranks = dict(zip(r["uid"].tolist(), r["rank"].tolist()))
-    return np.array([float(ranks[u] < k) if u in ranks else np.nan for u in np.asarray(users).tolist()])
+    at = dict(zip(r["uid"].tolist(), range(len(r["uid"]))))
+    hit, ndcg = per_user_at_k(r["rank"], int(k))
+    values = ndcg if name == "NDCG" else hit
+    return np.array([values[at[u]] if u in at else np.nan for u in np.asarray(users).tolist()])

@@ -628,29 +628,20 @@ def comparisons(inp: Inputs, t3: dict, curve: list[dict]) -> tuple[list[Comparis
     return out, notes
 
 
-def _protocol_rows(t, protocol: str):
-    import pyarrow.compute as pc
-
-    return t.filter(pc.equal(t["protocol"], protocol))
-
-
 def _uids(t, protocol: str) -> np.ndarray:
-    return np.unique(_protocol_rows(t, protocol)["uid"].to_numpy())
+    from pipeline import metrics
+
+    return metrics.outcome_users(t, protocol)
 
 
 def per_user(t, protocol: str, metric: str, users: np.ndarray) -> np.ndarray:
     """Per-user outcome of `metric` (HR@k / Recall@k: 0/1 hits; NDCG@k: real) for `users`, in order."""
     from pipeline import metrics
 
-    name, k = metric.split("@")
-    if name in ("HR", "Recall"):
-        return metrics.per_user_hits(t, protocol, int(k), users)
-    if name == "NDCG":
-        r = _protocol_rows(t, protocol)
-        ranks = dict(zip(r["uid"].to_numpy().tolist(), r["rank"].to_numpy().tolist()))
-        return np.array([(1.0 / math.log2(ranks[u] + 2) if ranks[u] < int(k) else 0.0) if u in ranks else np.nan
-                         for u in np.asarray(users).tolist()])
-    raise PipelineError(f"paired tests: no per-user outcome for metric {metric!r}")
+    try:
+        return metrics.per_user_metric(t, protocol, metric, users)
+    except ValueError as e:
+        raise PipelineError(f"paired tests: {e}") from None
 
 
 def llm_subset(inp: Inputs, protocol: str) -> np.ndarray | None:
@@ -682,6 +673,7 @@ def paired_tests(inp: Inputs, t3: dict, curve: list[dict]) -> dict:
     comps, notes = comparisons(inp, t3, curve)
     families: dict[str, list[dict]] = {f: [] for f in FAMILIES}
     skipped = []
+    subsets: dict[str, np.ndarray | None] = {}  # the LLM user subset per protocol, found once
     for c in comps:
         ta, tb = inp.outcomes(c.a), inp.outcomes(c.b)
         base = {"family": c.family, "a": c.a.label, "b": c.b.label, "protocol": c.protocol, "metric": c.metric,
@@ -695,7 +687,9 @@ def paired_tests(inp: Inputs, t3: dict, curve: list[dict]) -> dict:
         users = np.intersect1d(_uids(ta, c.protocol), _uids(tb, c.protocol))
         scope = "users both rows are scored on"
         if {c.a.kind, c.b.kind} & {"domain", "floors"}:
-            sub = llm_subset(inp, c.protocol)
+            if c.protocol not in subsets:
+                subsets[c.protocol] = llm_subset(inp, c.protocol)
+            sub = subsets[c.protocol]
             if sub is None:
                 scope = "every test user both rows are scored on (no LLM outcomes to take the LLM subset from)"
             else:

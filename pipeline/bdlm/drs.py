@@ -160,7 +160,7 @@ def evaluate_drs(drs: DRS, features: Callable[[list[str]], torch.Tensor], valid:
     t = _rows(test, "topk")
     if len(t):
         h = features(t["prompt"].to_pylist())
-        cands = torch.tensor(np.stack(t["candidates"].to_numpy(zero_copy_only=False)).astype(np.int64))
+        cands = torch.tensor(metrics.candidate_matrix(t))
         s = drs.candidate_logits(h, torch.tensor(t["uid"].to_numpy(), dtype=torch.long), cands)
         out.candidates("topk", t["uid"].to_numpy(), s.numpy().astype(np.float64), t["label_index"].to_numpy())
     return out.table()

@@ -132,10 +132,6 @@ class Scorer:
         return out
 
 
-def _candidates(t: pa.Table) -> np.ndarray:
-    return np.stack(t["candidates"].to_numpy(zero_copy_only=False)).astype(np.int64)
-
-
 def _rows(t: pa.Table, task: str) -> pa.Table:
     import pyarrow.compute as pc
 
@@ -158,7 +154,7 @@ def evaluate_llm(scorer: Scorer, valid: pa.Table, test: pa.Table, n_items: int, 
 
     t = _rows(test, "topk")
     if len(t):
-        cands = _candidates(t)
+        cands = metrics.candidate_matrix(t)
         if tokens:
             item_ids = scorer.item_ids(n_items)
             lp = scorer.first_token(t["prompt"].to_pylist(), item_ids, desc="topk")
@@ -183,7 +179,7 @@ def evaluate_llm(scorer: Scorer, valid: pa.Table, test: pa.Table, n_items: int, 
             out.ranks("retrieval_unmasked", users, unmasked)
         if len(ranking):
             lp = np.stack([dist[p] for p in ranking["prompt"].to_pylist()])
-            out.candidates("ranking", ranking["uid"].to_numpy(), np.take_along_axis(lp, _candidates(ranking), axis=1),
+            out.candidates("ranking", ranking["uid"].to_numpy(), np.take_along_axis(lp, metrics.candidate_matrix(ranking), axis=1),
                            ranking["label_index"].to_numpy())
     elif len(retrieval) or len(ranking):
         extra["not_computed"] = {"retrieval": "ids as plain text: needs generation over the item space",
