@@ -55,16 +55,21 @@ def log_popularity(train_iids: np.ndarray, n_items: int) -> np.ndarray:
     return np.log1p(np.bincount(np.asarray(train_iids, dtype=np.int64), minlength=n_items).astype(np.float64))
 
 
-def floor_scores(name: str, cands: np.ndarray, vectors, log_pop: np.ndarray, seed: int) -> np.ndarray:
-    """[U, C] scores of floor `name` for candidate rows `cands`."""
+def with_popularity(cent: np.ndarray, cands: np.ndarray, log_pop: np.ndarray) -> np.ndarray:
+    """centrality + log-popularity, each z-scored within its set."""
+    return _zscore_rows(cent) + _zscore_rows(log_pop[cands])
+
+
+def floor_scores(name: str, cands: np.ndarray, vectors, log_pop: np.ndarray, seed: int,
+                 cent: np.ndarray | None = None) -> np.ndarray:
+    """[U, C] scores of floor `name` for candidate rows `cands`; `cent` is their centrality when
+    the caller has it already (it is the costly part, shared by two floors and the check)."""
     if name == "random":
         return np.random.default_rng(seed).random(cands.shape)
-    cent = centrality(vectors, cands)
-    if name == "centrality":
-        return cent
-    if name == "centrality_pop":
-        return _zscore_rows(cent) + _zscore_rows(log_pop[cands])
-    raise ValueError(f"unknown floor {name!r}; known: {', '.join(FLOORS)}")
+    if name not in FLOORS:
+        raise ValueError(f"unknown floor {name!r}; known: {', '.join(FLOORS)}")
+    cent = centrality(vectors, cands) if cent is None else cent
+    return cent if name == "centrality" else with_popularity(cent, cands, log_pop)
 
 
 # scorers the give-away check runs: the floors, plus centrality reversed (a positive that is
@@ -72,25 +77,26 @@ def floor_scores(name: str, cands: np.ndarray, vectors, log_pop: np.ndarray, see
 CHECKED = ("centrality", "anti_centrality", "centrality_pop")
 
 
-def giveaway_check(sets: dict, vectors, log_pop: np.ndarray, confidence: float = 0.95) -> dict:
+def giveaway_check(sets: dict, vectors, log_pop: np.ndarray, confidence: float = 0.95,
+                   cent: dict[str, np.ndarray] | None = None) -> dict:
     """HR@1 of each user-agnostic text scorer on every candidate set ('<split>_<protocol>' ->
     table with candidates, label_index), its Wilson interval and chance (1 / candidates).
     `gives_away` is true where a text-only scorer (centrality or its reverse) beats chance by
-    more than its interval allows: a trained model's number on those sets is not what it says."""
-    from pipeline.metrics import positive_rank
+    more than its interval allows: a trained model's number on those sets is not what it says.
+    `cent` maps a set's name to its centrality when the caller has computed it already."""
+    from pipeline.metrics import candidate_matrix, positive_rank
     from pipeline.stats import wilson
 
     rows, flagged = [], []
     for name, t in sorted(sets.items()):
         if "candidates" not in t.column_names or not t.num_rows:
             continue
-        cands = np.stack(t["candidates"].to_numpy(zero_copy_only=False)).astype(np.int64)
+        cands = candidate_matrix(t)
         chance = 1.0 / cands.shape[1]
-        cent = centrality(vectors, cands)
+        c = centrality(vectors, cands) if cent is None or name not in cent else cent[name]
+        scorers = {"centrality": c, "anti_centrality": -c, "centrality_pop": with_popularity(c, cands, log_pop)}
         for scorer in CHECKED:
-            s = {"centrality": cent, "anti_centrality": -cent,
-                 "centrality_pop": _zscore_rows(cent) + _zscore_rows(log_pop[cands])}[scorer]
-            hits = positive_rank(s, t["label_index"].to_numpy()) < 1
+            hits = positive_rank(scorers[scorer], t["label_index"].to_numpy()) < 1
             iv = wilson(int(hits.sum()), len(hits), confidence)
             beats = bool(iv.low > chance)
             rows.append({"set": name, "scorer": scorer, "HR@1": iv.value, "low": iv.low, "high": iv.high,

@@ -21,16 +21,17 @@ from pipeline.params import load_params
 from stages.negatives import config as negatives_config
 
 
-def floor_outcomes(name: str, ev: EvalSets, vectors, log_pop: np.ndarray, seed: int):
+def floor_outcomes(name: str, ev: EvalSets, vectors, log_pop: np.ndarray, seed: int,
+                   cent: dict[str, np.ndarray]):
     """Per-user outcomes of one floor on the candidate protocols (and, for `random`, on the
-    binary sets and full retrieval: the other floors need a candidate set to be central in)."""
+    binary sets and full retrieval: the other floors need a candidate set to be central in).
+    `cent`: each test candidate set's centrality, computed once for all floors."""
     out = metrics.Outcomes()
     for p_index, protocol in enumerate(("topk", "ranking")):
         t = ev.candidates[f"test_{protocol}"]
-        cands = np.stack(t["candidates"].to_numpy(zero_copy_only=False)).astype(np.int64)
-        out.candidates(protocol, t["uid"].to_numpy(), floors.floor_scores(name, cands, vectors, log_pop,
-                                                                          seed + p_index),
-                       t["label_index"].to_numpy())
+        scores = floors.floor_scores(name, metrics.candidate_matrix(t), vectors, log_pop, seed + p_index,
+                                     cent.get(f"test_{protocol}"))
+        out.candidates(protocol, t["uid"].to_numpy(), scores, t["label_index"].to_numpy())
     if name == "random":
         rng = np.random.default_rng([seed, 9])
         for split in ("valid", "test"):
@@ -55,6 +56,9 @@ def main() -> None:
     log_pop = floors.log_popularity(ev.splits["train"]["iid"].to_numpy(), ev.n_items)
     users = llm_users(params, ev)
     no_text = not floors.has_text(vectors)
+    # centrality of every valid/test candidate set, once: two floors and the check read it
+    cent = {} if no_text else {name: floors.centrality(vectors, metrics.candidate_matrix(t))
+                               for name, t in ev.candidates.items() if "candidates" in t.column_names}
     reason = f"no item of {ds} has a title to compare (data/kcore/{ds}/items.parquet): centrality not computed"
     for name in floors.FLOORS:
         header = {"dataset": ds, "floor": name}
@@ -62,11 +66,11 @@ def main() -> None:
             table = metrics.Outcomes().table()
             header["not_computed"] = {"topk": reason, "ranking": reason}
         else:
-            table = floor_outcomes(name, ev, vectors, log_pop, cfg.seed)
+            table = floor_outcomes(name, ev, vectors, log_pop, cfg.seed, cent)
         write_scores(table, cfg, header, paths.metrics_floors(ds, name), paths.outcomes("floors", ds, name),
                      {"llm_users": users})
     check = ({"rows": [], "gives_away": False, "flagged": [], "not_computed": reason} if no_text
-             else floors.giveaway_check(ev.candidates, vectors, log_pop, cfg.confidence))
+             else floors.giveaway_check(ev.candidates, vectors, log_pop, cfg.confidence, cent))
     if no_text:
         print(f"[floors] {reason}")
     write_json({"dataset": ds, "text_anchor": neg_cfg.text_anchor, "text_backend": neg_cfg.text_backend, **check},
