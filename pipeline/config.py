@@ -250,18 +250,22 @@ class _Warmup(Section):
         return self
 
 
-class Sft(_Warmup):
+class _LlmTraining(_Warmup):
+    """What SFT and joint training share: the LLM's batch, optimizer, prompt budget, checkpoints."""
     batch_size: Positive = None
-    grad_accum: Positive = None
     lr: Rate = None
     weight_decay: Decay = None
     max_len: Annotated[int, Field(ge=8)] = None
     checkpoint_every: Positive = None
+    seed: Seed = None
+    mixed_precision: Precision = None
+    task_weights: TaskWeights = None
+
+
+class Sft(_LlmTraining):
+    grad_accum: Positive = None
     lora: bool = None
     lora_r: Positive = None
-    mixed_precision: Precision = None
-    seed: Seed = None
-    task_weights: TaskWeights = None
 
 
 class EvaluateLlm(Section):
@@ -271,20 +275,12 @@ class EvaluateLlm(Section):
     mixed_precision: Precision = None
 
 
-class JointTrain(_Warmup):
-    batch_size: Positive = None
+class JointTrain(_LlmTraining):
     drs_batch_size: Positive = None
     drs_per_llm: Positive = None
     share: Literal["users", "items", "both"] = None
     pooling: Literal["last", "mean"] = None
-    lr: Rate = None
-    weight_decay: Decay = None
     drs_lr: Rate = None
-    max_len: Annotated[int, Field(ge=8)] = None
-    checkpoint_every: Positive = None
-    seed: Seed = None
-    mixed_precision: Precision = None
-    task_weights: TaskWeights = None
     aux: bool = None
 
 
