@@ -5,7 +5,8 @@ history (the default) and positive (the papers' sampler), with every other negat
 from params.yaml, and prints the HR@1 of each user-agnostic text scorer (pipeline.floors)
 with its Wilson interval and chance. With --models it also scores the trained domain models
 (data/domain/<ds>/<model>, from `dvc repro`) on the test top-K sets of both anchors, so the
-old protocol's numbers stand next to the new ones for the same weights. Run after the split
+old protocol's numbers stand next to the new ones for the same weights, and tests each model
+against the user-agnostic centrality + popularity scorer and against MostPop (McNemar, same users). Run after the split
 (and pretrain_domain) stages:
 
     python benchmarks/candidate_giveaway.py ml-100k --models mostpop lightgcn sasrec
@@ -27,16 +28,17 @@ from pipeline.metrics import candidate_matrix  # noqa: E402
 from pipeline.negatives import make_all, text_vectors  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.split import SPLITS  # noqa: E402
-from pipeline.stats import wilson  # noqa: E402
+from pipeline.metrics import positive_rank  # noqa: E402
+from pipeline.stats import mcnemar, wilson  # noqa: E402
 from stages.negatives import config as negatives_config  # noqa: E402
 
 
-def model_hr1(ds: str, model: str, params: dict, sets: dict, ev) -> tuple[float, float, float]:
+def model_hits(ds: str, model: str, params: dict, sets: dict, ev) -> np.ndarray:
+    """Per-user top-K hit@1 of a trained domain model on the test top-K set of `sets`."""
     import torch
 
     from pipeline.checkpoint import load_trained
     from pipeline.evaluation import _scores
-    from pipeline.metrics import positive_rank
     from pipeline.train_domain import domain_configs
 
     cfg, _ = domain_configs(params, model)
@@ -46,9 +48,7 @@ def model_hr1(ds: str, model: str, params: dict, sets: dict, ev) -> tuple[float,
     t = sets["test_topk"]
     cands = candidate_matrix(t)
     with torch.no_grad():
-        hits = positive_rank(_scores(m, t["uid"].to_numpy(), cands), t["label_index"].to_numpy()) < 1
-    iv = wilson(int(hits.sum()), len(hits))
-    return iv.value, iv.low, iv.high
+        return positive_rank(_scores(m, t["uid"].to_numpy(), cands), t["label_index"].to_numpy()) < 1
 
 
 def main() -> None:
@@ -78,9 +78,23 @@ def main() -> None:
             flag = "  <- beats chance" if r["beats_chance"] else ""
             print(f"{anchor:<9}{r['set']:<15}{r['scorer']:<17}{r['HR@1']:>7.3f}  "
                   f"[{r['low']:.3f}, {r['high']:.3f}]  {r['chance']:>7.3f}{flag}")
+        hits = {}
         for model in args.models:
-            v, lo, hi = model_hr1(ds, model, params, sets, ev)
-            print(f"{anchor:<9}{'test_topk':<15}{model:<17}{v:>7.3f}  [{lo:.3f}, {hi:.3f}]")
+            hits[model] = model_hits(ds, model, params, sets, ev)
+            iv = wilson(int(hits[model].sum()), len(hits[model]))
+            print(f"{anchor:<9}{'test_topk':<15}{model:<17}{iv.value:>7.3f}  [{iv.low:.3f}, {iv.high:.3f}]")
+        if hits:  # paired on the same users: each model vs the user-agnostic scorer, and vs MostPop
+            t = sets["test_topk"]
+            cands = candidate_matrix(t)
+            agnostic = positive_rank(floors.floor_scores("centrality_pop", cands, vectors, log_pop, 0),
+                                     t["label_index"].to_numpy()) < 1
+            refs = {"centrality_pop": agnostic, **({"mostpop": hits["mostpop"]} if "mostpop" in hits else {})}
+            for model, h in hits.items():
+                for ref, r in refs.items():
+                    if model != ref:
+                        pt = mcnemar(h.astype(float), r.astype(float))
+                        print(f"{anchor:<9}paired test_topk HR@1 {model} - {ref}: {pt.diff:+.3f} "
+                              f"[{pt.low:+.3f}, {pt.high:+.3f}], McNemar p {pt.p_value:.2g}, n {pt.n}")
 
 
 if __name__ == "__main__":
