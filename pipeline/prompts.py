@@ -44,7 +44,10 @@ SCHEMA = pa.schema([
     ("task", pa.string()), ("family", pa.string()), ("prompt", pa.string()), ("answer", pa.string()),
     ("uid", pa.int32()), ("iid", pa.int32()), ("candidates", pa.list_(pa.int32())),
     ("label_index", pa.int32()), ("label", pa.int8()), ("rating", pa.float32()),
+    ("pair_prefix", pa.string()),
 ])
+# The text each item is named by in a pair prompt (items.parquet beside the prompt tables).
+ITEMS_SCHEMA = pa.schema([("iid", pa.int32()), ("pair_suffix", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -428,19 +431,28 @@ class Renderer:
             truncated = True
         return ", ".join(parts[p] for p in keep), truncated
 
-    def render(self, sp: Spec) -> tuple[str, str, bool]:
-        """(prompt, answer, history truncated)."""
+    def pair_prefix(self, head: str) -> str:
+        """The interaction question of a row's user and history up to the item: the prompt of
+        the pair (u, k) is `pair_prefix + pair_suffix(k)`, for any item k. BDLM's DRS reads the
+        LLM feature h of each (user, candidate) pair from it (DESIGN.md, BDLM step 7)."""
+        return f"{head} Predict if he/she will {self.domain.do}"
+
+    def pair_suffix(self, k: int) -> str:
+        return f" {self.labelled(k)} next. Answer:"
+
+    def render(self, sp: Spec) -> tuple[str, str, bool, str]:
+        """(prompt, answer, history truncated, pair prefix: '' for rows without a user history)."""
         d = self.domain
         if sp.task == "mlm":
             return (f"Some words of the text of {self.item(sp.iid)} are replaced by {MASK}: "
-                    f"{sp.text} Which words are masked? Answer:", sp.answer, False)
+                    f"{sp.text} Which words are masked? Answer:", sp.answer, False, "")
         hist, truncated = self.history(sp)
         head = f"{self.user(sp.uid)} has {d.did} the following {d.nouns} {hist}." if hist else \
             f"{self.user(sp.uid)} has not {d.did} any {d.nouns} yet."
         he = "he/she"
-        if sp.task == "interaction":
-            q = f"Predict if {he} will {d.do} {self.labelled(sp.iid)} next."
-            answer = "Yes" if sp.label == 1 else "No"
+        prefix = self.pair_prefix(head)
+        if sp.task == "interaction":  # the pair prompt itself
+            return prefix + self.pair_suffix(sp.iid), "Yes" if sp.label == 1 else "No", truncated, prefix
         elif sp.task == "topk":
             cands = ", ".join(self.candidate(k) for k in sp.candidates)
             q = f"Predict which 1 {d.noun} in candidate set will {he} {d.do} most probably? Candidates: {cands}."
@@ -461,15 +473,16 @@ class Renderer:
             answer = self.item(sp.iid)
         else:  # pragma: no cover - specs only hold known tasks
             raise PipelineError(f"unknown task {sp.task!r}")
-        return f"{head} {q} Answer:", answer, truncated
+        return f"{head} {q} Answer:", answer, truncated, prefix
 
 
 def render_table(specs: list[Spec], renderer: Renderer) -> tuple[pa.Table, dict]:
     cols: dict[str, list] = {f.name: [] for f in SCHEMA}
     truncated = 0
     for sp in specs:
-        prompt, answer, cut = renderer.render(sp)
+        prompt, answer, cut, prefix = renderer.render(sp)
         truncated += cut
+        cols["pair_prefix"].append(prefix)
         cols["task"].append(sp.task)
         cols["family"].append(FAMILY[sp.task])
         cols["prompt"].append(prompt)
@@ -491,6 +504,18 @@ def render_table(specs: list[Spec], renderer: Renderer) -> tuple[pa.Table, dict]
              "counts": {t: len(v) for t, v in by_task.items()},
              "mean_prompt_chars_by_task": {t: float(np.mean(v)) for t, v in by_task.items()}}
     return table, stats
+
+
+def item_tables(inputs: Inputs, cfg: PromptsConfig, dataset: str) -> dict[str, pa.Table]:
+    """{render: items.parquet}: each item's pair suffix, so a consumer builds the pair prompt of
+    any (row, item) as the row's pair_prefix + the item's pair_suffix."""
+    titles, _ = item_texts(inputs.items, -1, "items.parquet")
+    out = {}
+    for render in RENDERS:
+        r = Renderer(titles, domain_for(dataset), cfg, tokens=render == "tokens")
+        out[render] = pa.table({"iid": pa.array(range(len(titles)), pa.int32()),
+                                "pair_suffix": [r.pair_suffix(k) for k in range(len(titles))]}, schema=ITEMS_SCHEMA)
+    return out
 
 
 def build_all(inputs: Inputs, cfg: PromptsConfig, dataset: str) -> tuple[dict[str, dict[str, pa.Table]], dict]:

@@ -1,11 +1,13 @@
-"""build_prompts: prompt/answer Parquet per split and render -> data/prompts/<dataset>/<render>/."""
+"""build_prompts: prompt/answer Parquet per split and render -> data/prompts/<dataset>/<render>/
+{train,valid,test}.parquet, and items.parquet (each item's pair suffix: the pair prompt of any
+(row, item) is the row's pair_prefix + the item's pair_suffix, read by BDLM's DRS)."""
 from __future__ import annotations
 
 from pipeline import paths
 from pipeline.artifacts import atomic_dir, write_json, write_parquet
 from pipeline.cli import dataset_parser, run
 from pipeline.params import get, load_params, section
-from pipeline.prompts import RENDERS, SPLITS, PromptsConfig, build_all, load_inputs
+from pipeline.prompts import RENDERS, SPLITS, PromptsConfig, build_all, item_tables, load_inputs
 
 
 def config(params: dict) -> PromptsConfig:
@@ -31,10 +33,12 @@ def main() -> None:
     ds = args.dataset
     inputs = load_inputs(paths.split(ds), paths.negatives(ds), paths.kcore(ds) / "items.parquet")
     tables, metrics = build_all(inputs, cfg, ds)
+    for render, items in item_tables(inputs, cfg, ds).items():
+        tables[render]["items"] = items
     root = paths.prompts(ds, RENDERS[0]).parent
     with atomic_dir(root) as out:  # both renders, all splits, or nothing
         for render in RENDERS:
-            for s in SPLITS:
+            for s in (*SPLITS, "items"):
                 write_parquet(tables[render][s], out / paths.prompts(ds, render).relative_to(root) / f"{s}.parquet")
     write_json(metrics, paths.metrics("prompts", ds))
     print(f"[build_prompts] {ds}: " + ", ".join(f"{s} {metrics['rows'][s]:,}" for s in SPLITS)

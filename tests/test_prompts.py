@@ -217,7 +217,8 @@ def test_renders_use_their_own_id_wording(built):
         assert any(s.startswith("User <uid_") for s in tok) and any(re.match(r"User \d+ has", s) for s in txt)
         # both renders hold the same samples
         a, b = tables["tokens"][split], tables["text"][split]
-        assert a.drop(["prompt", "answer", "rating"]).equals(b.drop(["prompt", "answer", "rating"]))
+        text = ["prompt", "answer", "rating", "pair_prefix"]
+        assert a.drop(text).equals(b.drop(text))
         np.testing.assert_array_equal(a["rating"].to_numpy(), b["rating"].to_numpy())  # NaN == NaN here
 
 
@@ -351,7 +352,7 @@ def test_stage_on_tiny_fixture(tmp_path, monkeypatch):
     run_stage(tmp_path, monkeypatch)
     out = tmp_path / "data/prompts/ml-tiny"
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.parquet")) == sorted(
-        f"{r}/{s}.parquet" for r in ("text", "tokens") for s in ("test", "train", "valid"))
+        f"{r}/{s}.parquet" for r in ("text", "tokens") for s in ("items", "test", "train", "valid"))
     split = {s: pq.read_table(tmp_path / f"data/split/ml-tiny/{s}.parquet") for s in ("train", "valid", "test")}
     valid, test = per_user(split["valid"]), per_user(split["test"])
     for render in ("tokens", "text"):
@@ -415,3 +416,22 @@ def test_load_inputs_names_missing_negatives(tmp_path):
     with pytest.raises(PipelineError, match=r"test_ranking\.parquet: not found.*negatives"):
         load_inputs(tmp_path / "data/split/ml-tiny", tmp_path / "data/negatives/ml-tiny",
                     tmp_path / "data/kcore/ml-tiny/items.parquet")
+
+
+def test_pair_prompts_rebuild_every_interaction_prompt(built, tmp_path):
+    """pair_prefix + an item's pair_suffix is exactly the interaction prompt of that pair, so
+    BDLM's DRS reads h for any (row, candidate) from the same wording the LLM trained on."""
+    inputs, tables, _ = built
+    from pipeline.prompts import item_tables
+    items = item_tables(inputs, cfg(), "ml-tiny")
+    for render in ("tokens", "text"):
+        suffix = items[render]["pair_suffix"].to_pylist()
+        assert items[render]["iid"].to_pylist() == list(range(len(suffix)))
+        for split in ("train", "valid", "test"):
+            rows = tables[render][split].to_pylist()
+            inter = [r for r in rows if r["task"] == "interaction"]
+            assert inter
+            for r in inter:
+                assert r["pair_prefix"] + suffix[r["iid"]] == r["prompt"]
+            for r in rows:  # every row with a user history carries its pair prefix
+                assert bool(r["pair_prefix"]) == (r["task"] != "mlm")
