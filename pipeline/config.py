@@ -281,18 +281,27 @@ class JointTrain(_LlmTraining):
     share: Literal["users", "items", "both"] = None
     pooling: Literal["last", "mean"] = None
     drs_lr: Rate = None
+    drs_head_lr: Rate = None
+    drs_domain_weight: Annotated[float, Field(ge=0, allow_inf_nan=False)] = None
+    drs_pool: Positive = None
+    refresh_every: Positive = None
     aux: bool = None
 
 
+Lambda = Annotated[float, Field(ge=0, allow_inf_nan=False, alias="lambda")]
+
+
 class JointExperiment(JointTrain):
-    """One joint.experiment entry: its domain model, optionally its own lambda, any train key."""
+    """One joint.experiment entry: its domain model, its LLM (vocab), optionally its own lambda
+    and any train key."""
     model: Literal[JOINT_MODELS] = None  # type: ignore[valid-type]
-    lambda_: Annotated[float, Field(ge=0, alias="lambda")] = None
+    vocab: Literal["pe", "rand", "text"] = None
+    lambda_: Lambda = None
 
 
 class Joint(Section):
     experiments: list[Name] = None
-    lambda_: Annotated[float, Field(ge=0, alias="lambda")] = None
+    lambda_: Lambda = None
     train: JointTrain = None
     experiment: dict[Name, Optional[JointExperiment]] = None
 

@@ -2,12 +2,13 @@
 
 BDLM-llm: the jointly trained LLM, scored by pipeline.llm.scoring.evaluate_llm on every
 protocol its prompts hold. BDLM-drs: the domain model fed with the LLM's feature h, on
-interaction prediction (threshold chosen on valid) and top-K (h of the top-K prompt, shared
-by its candidates). Both on the seeded user subset stages.evaluate_llm scores
+interaction prediction (threshold chosen on valid) and top-K, h read from the pair prompt of
+every scored (user, item): one h per candidate (pipeline.bdlm.features reads the user's
+prefix once). Both on the seeded user subset stages.evaluate_llm scores
 (evaluate_llm.max_users / seed), so every LLM number in the project is on the same users.
 
-Reads data/joint/<ds>/<experiment>/, data/prompts/<ds>/tokens/{valid,test}.parquet and
-data/split/<ds>/; writes data/metrics/joint/<ds>/<experiment>.json:
+Reads data/joint/<ds>/<experiment>/, data/prompts/<ds>/<render>/{valid,test,items}.parquet
+(render: tokens, or text for a w/o ET experiment) and data/split/<ds>/; writes data/metrics/joint/<ds>/<experiment>.json:
 {"dataset", "experiment", "domain_model", "lambda", "users_scored", "llm": {...}, "drs": {...}}
 (each side with intervals) and the per-user outcomes data/outcomes/joint/<ds>/<experiment>-{llm,drs}.parquet.
 """
@@ -21,7 +22,7 @@ import pyarrow.parquet as pq
 
 from pipeline import paths
 from pipeline.artifacts import read_json, write_json, write_parquet
-from pipeline.bdlm import evaluate_drs, load_drs
+from pipeline.bdlm import PairPrompts, evaluate_drs, load_drs, pair_features
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
 from pipeline.evaluation import METRICS_SCHEMA, EvalSets, json_safe, llm_users, stats_config
@@ -44,8 +45,9 @@ def main() -> None:
         raise PipelineError(f"{folder}: no joint-trained '{name}'; run `dvc repro joint_train@{ds}-{name}`")
     config = read_json(folder / "config.json")
     max_len, pooling = config["joint"]["max_len"], config["joint"]["pooling"]
-    prompts = paths.prompts(ds, "tokens")
+    prompts = paths.prompts(ds, config.get("render", "tokens"))
     valid, test = (pq.read_table(prompts / f"{s}.parquet") for s in ("valid", "test"))
+    items = pq.read_table(prompts / "items.parquet")
     ev = EvalSets.load(ds, candidates=False)
     users = llm_users(params, ev)
     keep = pa.array(users, pa.int32())
@@ -58,17 +60,19 @@ def main() -> None:
     model, tokenizer = load_base(folder / "llm")
     cfg = ScoreConfig(batch_size=get(sec, "batch_size", int, "evaluate_llm"), max_len=max_len,
                       mixed_precision=get(sec, "mixed_precision", str, "evaluate_llm"))
-    # the scorer keeps h of every prompt it scores: BDLM-drs reads them, no second forward pass
-    scorer = Scorer(model, tokenizer, cfg, pooling=pooling)
-    llm_table, extra = evaluate_llm(scorer, valid, test, ev.n_items, known, tokens=True)
+    scorer = Scorer(model, tokenizer, cfg)
+    llm_table, extra = evaluate_llm(scorer, valid, test, ev.n_items, known, tokens=config.get("render", "tokens") == "tokens")
     dom_cfg = {k: v for k, v in config["domain_config"].items() if k != "train"}
     domain = model_class(config["domain_model"])(ev.n_users, ev.n_items, dom_cfg)
     drs = load_drs(folder / "drs.safetensors", domain, config["hidden_size"], ev.train())
-    drs_table = evaluate_drs(drs, scorer.features, valid, test)
+    pairs = PairPrompts(tokenizer, items["pair_suffix"].to_pylist(), max_len)
+    drs_table = evaluate_drs(drs, lambda prefixes, its: pair_features(model, pairs, pairs.prefixes(prefixes), its, pooling,
+                                                                      cfg.mixed_precision), valid, test)
     stats = stats_config(params)
     llm, drs_metrics = ({**summarize(t, None, stats), **(extra if side == "llm" else {})}
                         for side, t in (("llm", llm_table), ("drs", drs_table)))
     out = {"dataset": ds, "experiment": name, "domain_model": config["domain_model"], "lambda": config["lambda"],
+           "vocab": config.get("vocab", "pe"), "drs_selected": config.get("drs_selected"),
            "schema": METRICS_SCHEMA, "confidence": stats.confidence, "users_scored": int(len(users)),
            "llm": llm, "drs": drs_metrics}
     write_parquet(llm_table, paths.outcomes("joint", ds, f"{name}-llm"))

@@ -15,28 +15,35 @@ On GPUs: `accelerate launch --config_file configs/accelerate_zero3.yaml -m stage
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
 from pipeline import paths
 from pipeline.artifacts import atomic_dir, file_digest, read_json, write_json, write_safetensors
-from pipeline.bdlm import (DRS, JointConfig, JointData, JointTrainer, LLMRows, Sharing, check_id_spaces,
-                           initial_projection, save_drs)
+from pipeline.bdlm import (DRS, JointConfig, JointData, JointTrainer, LLMRows, SelectionSet, Sharing,
+                           check_id_spaces, initial_projection, save_drs)
 from pipeline.checkpoint import load_trained
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
-from pipeline.evaluation import EvalSets
+from pipeline.evaluation import EvalSets, llm_users
 from pipeline.llm.base import is_seq2seq, load_base
 from pipeline.params import get, load_params, section
 from pipeline.train_domain import domain_configs
 
 JOINT_MODELS = ("lightgcn", "ncf")  # BDLM's two (paper Tables 3 and 4)
-VOCAB_MODE = "pe"  # BDLM trains the pre-loaded LLM; w/o PE / w/o ET are SFT variants
+# The LLM an experiment starts from: BDLM's pre-loaded tokens (pe); the ablations w/o PE
+# (randomly initialised tokens, rand) and w/o ET (ids as plain text, no tokens and no M: text)
+# go through the same trainer with the same budget, so each changes exactly one thing.
+VOCABS = {"pe": "tokens", "rand": "tokens", "text": "text"}  # vocab -> prompt render
 
 
 def joint_dir(ds: str, experiment: str) -> Path:
@@ -47,8 +54,8 @@ def metrics_joint_train(ds: str, experiment: str) -> Path:
     return paths.metrics_joint_train(ds, experiment)
 
 
-def joint_settings(params: dict, experiment: str) -> tuple[JointConfig, str, dict[str, float], bool]:
-    """(config, domain model, LLM task weights, aux) of one joint.experiment entry, checked.
+def joint_settings(params: dict, experiment: str) -> tuple[JointConfig, str, dict[str, float], bool, str]:
+    """(config, domain model, LLM task weights, aux, vocab) of one joint.experiment entry, checked.
     The entry's `lambda` overrides joint.lambda, its other keys override joint.train."""
     sec = section(params, "joint")
     table = get(sec, "experiment", dict, "joint")
@@ -65,7 +72,11 @@ def joint_settings(params: dict, experiment: str) -> tuple[JointConfig, str, dic
     lam = get(lam_src, "lambda", (int, float), where if "lambda" in exp else "joint")
     if not lam >= 0:
         raise PipelineError(f"params.yaml: {lam_name} (the mutual-learning weight) must be >= 0, got {lam}")
-    train = {**get(sec, "train", dict, "joint"), **{k: v for k, v in exp.items() if k not in ("model", "lambda")}}
+    vocab = exp.get("vocab", "pe")
+    if vocab not in VOCABS:
+        raise PipelineError(f"params.yaml: {where}.vocab is {vocab!r}; one of {list(VOCABS)}")
+    train = {**get(sec, "train", dict, "joint"),
+             **{k: v for k, v in exp.items() if k not in ("model", "lambda", "vocab")}}
     values = {}
     for key, default in asdict(JointConfig()).items():
         if key == "lam":
@@ -80,16 +91,18 @@ def joint_settings(params: dict, experiment: str) -> tuple[JointConfig, str, dic
     unknown = set(train) - set(values) - {"task_weights", "aux"}
     if unknown:
         raise PipelineError(f"params.yaml: unknown keys {sorted(unknown)} in joint.train / {where}")
-    return JointConfig(lam=float(lam), **values).check(), model, weights, aux
+    return JointConfig(lam=float(lam), **values).check(), model, weights, aux, vocab
 
 
-def inputs(ds: str, model: str) -> dict[str, Path]:
-    need = {"vocab": paths.vocab_llm(ds, VOCAB_MODE) / "vocab.json",
+def inputs(ds: str, model: str, vocab: str) -> dict[str, Path]:
+    render = paths.prompts(ds, VOCABS[vocab])
+    need = {"vocab": paths.vocab_llm(ds, vocab) / "vocab.json",
             "domain": paths.domain(ds, model) / "config.json",
-            "prompts": paths.prompts(ds, "tokens") / "train.parquet",
+            "prompts": render / "train.parquet", "valid": render / "valid.parquet", "items": render / "items.parquet",
             "split": paths.split(ds) / "train.parquet"}
-    stage = {"vocab": f"expand_vocab@{ds}-{VOCAB_MODE}", "domain": f"pretrain_domain@{ds}-{model}",
-             "prompts": f"build_prompts@{ds}", "split": f"split@{ds}"}
+    stage = {"vocab": f"expand_vocab@{ds}-{vocab}", "domain": f"pretrain_domain@{ds}-{model}",
+             "prompts": f"build_prompts@{ds}", "valid": f"build_prompts@{ds}", "items": f"build_prompts@{ds}",
+             "split": f"split@{ds}"}
     for key, path in need.items():
         if not path.exists():
             raise PipelineError(f"{path} missing: run `dvc repro {stage[key]}` first")
@@ -102,30 +115,45 @@ def main() -> None:
     args = p.parse_args()
     params = load_params(args.params)
     ds, name = args.dataset, args.experiment
-    cfg, model_name, weights, aux = joint_settings(params, name)
-    files = inputs(ds, model_name)
+    cfg, model_name, weights, aux, vocab_mode = joint_settings(params, name)
+    files = inputs(ds, model_name, vocab_mode)
     vocab, domain_cfg = read_json(files["vocab"]), read_json(files["domain"])
-    check_id_spaces(vocab, str(files["vocab"]), domain_cfg, str(files["domain"]))
+    tokens = vocab_mode != "text"
+    if tokens:
+        check_id_spaces(vocab, str(files["vocab"]), domain_cfg, str(files["domain"]))
     ev = EvalSets.load(ds, candidates=False)
     domain, trained = load_trained(ds, model_name, domain_configs(params, model_name)[0], ev.train())
     vocab_dir = files["vocab"].parent
     llm, tokenizer = load_base(vocab_dir)
-    rows = LLMRows(llm, vocab["first_user_token_id"], vocab["first_item_token_id"], vocab["n_users"], vocab["n_items"])
     hidden = int(llm.get_input_embeddings().weight.shape[1])
-    proj, scale = initial_projection(domain, rows, int(vocab.get("seed", cfg.seed)))
+    if tokens:  # M and the mutual-learning loss need the LLM's user/item rows
+        rows = LLMRows(llm, vocab["first_user_token_id"], vocab["first_item_token_id"], vocab["n_users"],
+                       vocab["n_items"])
+        proj, scale = initial_projection(domain, rows, int(vocab.get("seed", cfg.seed)))
+        sharing = Sharing(rows.table("user"), rows.table("item"))
+    else:  # w/o ET: no id tokens, so no M; the DRS still reads h
+        rows, proj, scale, sharing = None, None, None, None
     drs = DRS(domain, hidden, proj)
-    sharing = Sharing(rows.table("user"), rows.table("item"))
-    data = JointData.build(pq.read_table(files["prompts"]), tokenizer, is_seq2seq(llm), weights, aux, cfg)
-    digests = {"prompts": file_digest(files["prompts"])[0],
-               "llm": [file_digest(f)[0] for f in sorted(vocab_dir.glob("*.safetensors"))],
-               "domain": file_digest(files["domain"].parent / "model.safetensors")[0],
-               "split": file_digest(files["split"])[0]}
-    params_hash = cfg.params_hash({"model": model_name, "weights": weights, "aux": aux, **digests})
+    items = pq.read_table(files["items"])
+    data = JointData.build(pq.read_table(files["prompts"]), items["pair_suffix"].to_pylist(), tokenizer,
+                           is_seq2seq(llm), weights, aux, cfg)
+    users = pa.array(llm_users(params, ev), pa.int32())
+    valid = pq.read_table(files["valid"])
+    selection = SelectionSet.build(valid.filter(pc.is_in(valid["uid"], value_set=users)), data.pairs)
+    digests = {key: file_digest(files[key])[0] for key in ("prompts", "valid", "items", "split")}
+    digests.update({"llm": [file_digest(f)[0] for f in sorted(vocab_dir.glob("*.safetensors"))],
+                    "domain": file_digest(files["domain"].parent / "model.safetensors")[0],
+                    "selection_users": hashlib.sha256(np.asarray(users).tobytes()).hexdigest()})
+    params_hash = cfg.params_hash({"model": model_name, "vocab": vocab_mode, "weights": weights, "aux": aux,
+                                   **digests})
     checkpoints = paths.checkpoints("joint", ds, name, params_hash[:16])
-    trainer = JointTrainer(llm, tokenizer, drs, sharing, rows, data, cfg, params_hash)
-    print(f"[joint_train] {ds}/{name}: domain={model_name} lambda={cfg.lam} share={cfg.share} pooling={cfg.pooling}, "
-          f"{len(data.llm_enc.input_ids)} LLM samples, {len(data.drs_prompts)} DRS samples, {cfg.steps} steps x "
-          f"{cfg.batch_size} (+{cfg.drs_per_llm} DRS x {cfg.drs_batch_size}); projection: {drs.projection}")
+    trainer = JointTrainer(llm, tokenizer, drs, sharing, rows, data, cfg, params_hash, train=ev.train(),
+                           selection=selection)
+    print(f"[joint_train] {ds}/{name}: domain={model_name} vocab={vocab_mode} lambda={cfg.lam} share={cfg.share} "
+          f"pooling={cfg.pooling}, {len(data.llm_enc.input_ids)} instances, {cfg.steps} steps x {cfg.batch_size} "
+          f"(+{cfg.drs_per_llm - 1} DRS steps x {cfg.drs_batch_size} on a pool of {len(trainer.pool)} whose h is "
+          f"refreshed every {cfg.refresh_every} steps); selection on {len(selection.users)} valid users; "
+          f"projection: {drs.projection}")
     start = time.perf_counter()
     history = trainer.run(checkpoints, stop_after=args.stop_after)
     main_process = trainer.acc.is_main_process
@@ -138,12 +166,15 @@ def main() -> None:
         return
     seconds = round(time.perf_counter() - start, 1)
     config = {"dataset": ds, "experiment": name, "domain_model": model_name, "domain_config": trained,
+              "vocab": vocab_mode, "render": VOCABS[vocab_mode],
               "lambda": cfg.lam, "joint": asdict(cfg), "task_weights": weights, "aux": aux,
               "n_users": vocab["n_users"], "n_items": vocab["n_items"], "hidden_size": hidden,
               "domain_dim": drs.dim, "pair_feature_dim": drs.feature_dim, "projection": drs.projection,
               "projection_init_scale": scale, "llm_preloaded_from": vocab.get("preload_from"),
-              "llm_vocab_projection": vocab.get("projection"), "sharing": "buffers in the LLM hidden space, "
-              "initialised from the LLM's <uid>/<iid> rows, written by both sides (Algorithm 1)",
+              "llm_vocab_projection": vocab.get("projection"),
+              "sharing": ("buffers in the LLM hidden space, initialised from the LLM's <uid>/<iid> rows, written "
+                          "by both sides (Algorithm 1)") if tokens else "none (no id tokens: w/o ET)",
+              "drs_selected": trainer.selected,
               "params_hash": params_hash, "base": vocab.get("base")}
     meta = {"dataset": ds, "experiment": name, "domain_model": model_name, "pooling": cfg.pooling,
             "projection": drs.projection, "params_hash": params_hash}
@@ -151,14 +182,16 @@ def main() -> None:
         llm.save_pretrained(tmp / "llm", state_dict=llm_state)
         tokenizer.save_pretrained(tmp / "llm")
         save_drs(drs, tmp / "drs.safetensors", meta)
-        write_safetensors({"user": sharing.user, "item": sharing.item}, tmp / "sharing.safetensors", meta)
+        if sharing is not None:
+            write_safetensors({"user": sharing.user, "item": sharing.item}, tmp / "sharing.safetensors", meta)
         write_json(config, tmp / "config.json")
     shutil.rmtree(checkpoints, ignore_errors=True)
-    writes = {side: sum(1 for w in sharing.writes if w[1] == side) for side in ("llm", "drs")}
-    write_json({"dataset": ds, "experiment": name, "domain_model": model_name, "lambda": cfg.lam,
+    writes = {side: sum(1 for w in (sharing.writes if sharing else []) if w[1] == side) for side in ("llm", "drs")}
+    write_json({"dataset": ds, "experiment": name, "domain_model": model_name, "vocab": vocab_mode, "lambda": cfg.lam,
                 "projection": drs.projection, "precision": trainer.precision, "train_seconds": seconds,
                 "steps": cfg.steps,
-                "llm_samples": len(data.llm_enc.input_ids), "drs_samples": len(data.drs_prompts),
+                "instances": len(data.llm_enc.input_ids), "drs_pool": len(trainer.pool),
+                "drs_selected": trainer.selected,
                 "prompts_truncated": data.llm_enc.truncated, "sharing_writes_this_run": writes,
                 "final": {k: v for k, v in history[-1].items() if k != "step"}, "history": history},
                metrics_joint_train(ds, name))

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file, save_file
 
-from pipeline.bdlm import (DRS, JointConfig, JointData, JointTrainer, LLMRows, Sharing, check_id_spaces,
-                           initial_projection, llm_features)
+from pipeline.bdlm import (DRS, JointConfig, JointData, JointTrainer, LLMRows, PairPrompts, SelectionSet, Sharing,
+                           check_id_spaces, evaluate_drs, initial_projection, llm_features, pair_features,
+                           row_distance)
 from pipeline.errors import PipelineError
 from pipeline.llm.sft import SFTConfig, training_pairs
 from pipeline.llm.sft import train as sft_train
@@ -40,26 +41,35 @@ def split_table(n_per_user: int = 3) -> pa.Table:
                      "raw_row": pa.array(r, pa.int64())})
 
 
+def suffix(i: int) -> str:
+    return f" {item_token(i)} next. Answer:"
+
+
+SUFFIXES = [suffix(i) for i in range(I)]
+
+
 def prompt_table(seed: int = 0) -> pa.Table:
-    """Interaction rows (1/0) and top-K rows in the build_prompts contract."""
+    """Interaction rows (1/0) and top-K rows in the build_prompts contract (pair_prefix +
+    an item's suffix is that pair's interaction prompt)."""
     rng = np.random.default_rng(seed)
     rows = []
     for u in range(U):
         hist = " ".join(item_token(liked(u)) for _ in range(3))
+        prefix = f"User {user_token(u)} has watched {hist}. Will the user watch"
         pos, neg = liked(u), 3 + u % 3
         for iid, label in ((pos, 1), (neg, 0)):
             rows.append({"task": "interaction", "family": "rec", "answer": "Yes" if label else "No",
-                         "prompt": f"User {user_token(u)} has watched {hist}. Will the user watch {item_token(iid)}? Answer:",
+                         "prompt": prefix + suffix(iid), "pair_prefix": prefix,
                          "uid": u, "iid": iid, "candidates": [], "label_index": -1, "label": label, "rating": float("nan")})
         cands = rng.permutation(I).tolist()
         rows.append({"task": "topk", "family": "rec", "answer": item_token(pos), "uid": u, "iid": pos,
                      "prompt": f"User {user_token(u)} has watched {hist}. Candidates: "
-                               + ", ".join(item_token(c) for c in cands) + ". Answer:",
+                               + ", ".join(item_token(c) for c in cands) + ". Answer:", "pair_prefix": prefix,
                      "candidates": cands, "label_index": cands.index(pos), "label": -1, "rating": float("nan")})
     schema = pa.schema([("task", pa.string()), ("family", pa.string()), ("prompt", pa.string()),
                         ("answer", pa.string()), ("uid", pa.int32()), ("iid", pa.int32()),
                         ("candidates", pa.list_(pa.int32())), ("label_index", pa.int32()), ("label", pa.int8()),
-                        ("rating", pa.float32())])
+                        ("rating", pa.float32()), ("pair_prefix", pa.string())])
     return pa.Table.from_pylist(rows, schema=schema)
 
 
@@ -74,16 +84,20 @@ def domain(kind: str = "lightgcn"):
     if kind == "ncf":
         return NeuMF(U, I, {"dim": DIM}).eval()
     m = LightGCN(U, I, {"dim": DIM, "n_layers": 2})
-    m.attach(Interactions.from_table(split_table(), U, I))
+    m.attach(train_data())
     return m.eval()
 
 
-CFG = JointConfig(steps=4, batch_size=3, drs_batch_size=3, lam=0.1, warmup_steps=1, lr=1e-3, drs_lr=1e-2,
-                  max_len=64, checkpoint_every=2, seed=7)
+def train_data() -> Interactions:
+    return Interactions.from_table(split_table(), U, I)
+
+
+CFG = JointConfig(steps=4, batch_size=3, drs_batch_size=3, drs_per_llm=2, drs_pool=6, refresh_every=2, lam=0.1,
+                  warmup_steps=1, lr=1e-3, drs_lr=1e-2, drs_head_lr=1e-2, max_len=64, checkpoint_every=2, seed=7)
 
 
 def trainer(cfg: JointConfig = CFG, kind: str = "lightgcn", sides=("llm", "drs"), params_hash=None,
-            llm_kind: str = "llama") -> JointTrainer:
+            llm_kind: str = "llama", select: bool = True) -> JointTrainer:
     """A fresh, deterministic setup: the same weights every call."""
     tok = tokenizer()
     llm = tiny_llama(tok, hidden=HIDDEN) if llm_kind == "llama" else tiny_t5(tok, hidden=HIDDEN)
@@ -92,8 +106,11 @@ def trainer(cfg: JointConfig = CFG, kind: str = "lightgcn", sides=("llm", "drs")
     proj, _ = initial_projection(dom, rows, seed=2024)
     drs = DRS(dom, HIDDEN, proj)
     sharing = Sharing(rows.table("user"), rows.table("item"))
-    data = JointData.build(prompt_table(), tok, llm_kind == "t5", {"interaction": 1.0, "topk": 1.0}, False, cfg)
-    return JointTrainer(llm, tok, drs, sharing, rows, data, cfg, params_hash, sides)
+    data = JointData.build(prompt_table(), SUFFIXES, tok, llm_kind == "t5", {"interaction": 1.0, "topk": 1.0},
+                           False, cfg)
+    selection = SelectionSet.build(prompt_table(seed=1), data.pairs) if select else None
+    return JointTrainer(llm, tok, drs, sharing, rows, data, cfg, params_hash, sides, train=train_data(),
+                        selection=selection)
 
 
 def weights(t: JointTrainer) -> dict[str, torch.Tensor]:
@@ -109,22 +126,58 @@ def assert_bitwise(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
-def test_sharing_starts_from_the_llm_rows_and_is_written_in_algorithm_1_order():
-    t = trainer()
+def test_one_step_is_algorithm_1_on_shared_instances():
+    """Per step: the LLM steps on a batch of instances and writes its rows for their ids into
+    M; then the DRS steps on the SAME instances with h from the just-updated LLM and writes
+    its rows; then its extra steps on the cached pool."""
+    t = trainer(select=False)
     assert torch.equal(t.m.user, t.rows.table("user")) and torch.equal(t.m.item, t.rows.table("item"))
     assert t.drs.proj is not None and "learned linear 8 -> 16" in t.drs.projection
+    log = []
+    llm_step, drs_step, features = t.llm_step, t.drs_step, t.features
+
+    def rec_llm(step):
+        out, whole = llm_step(step)
+        log.append(("llm", step, sorted({int(t.data.users[r]) for r in whole}),
+                    t.model.lm_head.weight.detach().clone()))
+        return out, whole
+
+    def rec_feat(prefixes, items):
+        log.append(("features", len(prefixes), t.model.lm_head.weight.detach().clone()))
+        return features(prefixes, items)
+
+    def rec_drs(step, k, users, items, labels, h):
+        log.append(("drs", step, k, sorted(set(users.tolist()))))
+        return drs_step(step, k, users, items, labels, h)
+
+    t.llm_step, t.drs_step, t.features = rec_llm, rec_drs, rec_feat
     t.run()
-    # per step: the LLM writes its users then items, then the DRS does
-    expected = [(s, side, name) for s in range(CFG.steps) for side in ("llm", "drs") for name in ("user", "item")]
-    assert [w[:3] for w in t.m.writes] == expected
-    # the last writer of a row is the DRS: M holds P(E^drs) for the last DRS batch's ids
-    last = t.history[-1]
-    assert last["drs_ml"] > 0 and last["llm_ml"] > 0
-    users = torch.tensor(sorted({int(u) for u in t.data.drs_users}))
-    written = [u for u in users if not torch.equal(t.m.user[u], t.rows.table("user")[u])]
-    assert written, "the DRS overwrote the LLM's rows of some users"
-    p_rows = t.drs.table("user")
-    assert any(torch.allclose(t.m.user[u], p_rows[u]) for u in written)
+    for step in range(CFG.steps):
+        at = next(n for n, e in enumerate(log) if e[0] == "llm" and e[1] == step)
+        _, _, llm_users, weights_after = log[at]
+        feat, first = log[at + 1], log[at + 2]
+        assert feat[0] == "features" and torch.equal(feat[2], weights_after)  # h from the just-updated LLM
+        assert first[:3] == ("drs", step, 0) and first[3] == llm_users  # the same instances' users
+        pool = [e for e in log[at + 3:at + 2 + CFG.drs_per_llm]]
+        assert [e[:3] for e in pool] == [("drs", step, k) for k in range(1, CFG.drs_per_llm)]
+    steps = [w[:3] for w in t.m.writes]
+    for s in range(CFG.steps):
+        mine = [w[1:] for w in steps if w[0] == s]
+        assert mine[:2] == [("llm", "user"), ("llm", "item")] and mine[2:4] == [("drs", "user"), ("drs", "item")]
+        assert len(mine) == 2 + 2 * CFG.drs_per_llm
+    # the pool's h is cached per LLM snapshot: refreshed at steps 0 and 2 only
+    assert sum(1 for e in log if e[0] == "features" and e[1] == len(t.pool)) == CFG.steps // CFG.refresh_every
+
+
+def test_mutual_learning_loss_is_per_row_on_a_hand_case():
+    a = torch.tensor([[1.0, 2.0, 2.0], [0.0, 0.0, 0.0]])
+    b = torch.tensor([[0.0, 0.0, 0.0], [3.0, 0.0, 4.0]])
+    assert float(row_distance(a, b)) == pytest.approx((9.0 + 25.0) / 2)  # not / 6 (dims)
+    t = trainer(select=False)
+    with torch.no_grad():
+        t.m.user[1] += 1.0  # M's row 1 one unit off in each of the 16 dims; item rows equal
+    ids = {"user": torch.tensor([1, 2]), "item": torch.tensor([0])}
+    assert float(t._ml(t.rows.rows, ids)) == pytest.approx(HIDDEN / 2, rel=1e-5)
 
 
 def test_a_non_finite_loss_stops_joint_training_before_the_update(monkeypatch):
@@ -145,47 +198,30 @@ def test_share_users_only_writes_the_user_table():
     assert {w[2] for w in t.m.writes} == {"user"} and torch.equal(t.m.item, before)
 
 
-def test_lambda_zero_is_independent_training_bitwise():
+def test_lambda_zero_llm_is_plain_sft_bitwise_and_lambda_couples_the_sides():
     cfg0 = JointConfig(**{**CFG.__dict__, "lam": 0.0})
     joint = trainer(cfg0)
     joint.run()
-    # each side alone, same seed: an LLM-only trainer, and a DRS-only trainer fed by that LLM
-    llm_alone, drs_alone = trainer(cfg0, sides=("llm",)), trainer(cfg0, sides=("drs",))
-    drs_alone.features = lambda prompts: llm_features(llm_alone.model, llm_alone.tok, prompts, cfg0.max_len,
-                                                      cfg0.pooling)
-    llm_hist, drs_hist = [], []
-    for step in range(cfg0.steps):
-        llm_hist.append(llm_alone.llm_step(step)["llm_loss"])
-        drs_hist.append(drs_alone.drs_step(step, 0)["drs_loss"])
-    assert [h["llm_loss"] for h in joint.history] == llm_hist
-    assert [h["drs_loss"] for h in joint.history] == drs_hist
-    for k, v in llm_alone.model.state_dict().items():
-        assert torch.equal(v, joint.model.state_dict()[k]), k
-    for k, v in drs_alone.drs.state_dict().items():
-        assert torch.equal(v, joint.drs.state_dict()[k]), k
-    # the LLM side at lambda = 0 is plain SFT: pipeline.llm.sft.train on the same prompts
     tok = tokenizer()
     prompts, answers = training_pairs(prompt_table(), {"interaction": 1.0, "topk": 1.0}, False, cfg0.seed)
     sft_cfg = SFTConfig(steps=cfg0.steps, batch_size=cfg0.batch_size, lr=cfg0.lr, weight_decay=cfg0.weight_decay,
                         warmup_steps=cfg0.warmup_steps, max_len=cfg0.max_len, seed=cfg0.seed)
     sft_model, sft_hist, _ = sft_train(tiny_llama(tok, hidden=HIDDEN), tok, prompts, answers, sft_cfg, log=lambda s: None)
-    assert [h["loss"] for h in sft_hist] == llm_hist
+    assert [h["loss"] for h in sft_hist] == [h["llm_loss"] for h in joint.history]
     for k, v in sft_model.state_dict().items():
         assert torch.equal(v, joint.model.state_dict()[k]), k
-    # and lambda > 0 does couple them (Adam's sign-like first updates absorb a small pull: the
-    # token rows move, the tiny LLM's losses need a larger lambda to show it)
-    coupled = trainer(CFG)
-    coupled.run()
-    assert not torch.equal(coupled.rows.table("user"), llm_alone.rows.table("user"))
-    assert [h["drs_loss"] for h in coupled.history] != drs_hist
+    # lambda > 0 couples them: the LLM's rows are pulled towards the DRS's
     strong = trainer(JointConfig(**{**CFG.__dict__, "lam": 10.0}))
     strong.run()
-    assert [h["llm_loss"] for h in strong.history] != llm_hist
+    assert [h["llm_loss"] for h in strong.history] != [h["llm_loss"] for h in joint.history]
+    assert not torch.equal(strong.rows.table("user"), joint.rows.table("user"))
+    assert strong.history[-1]["gap_user"] < joint.history[-1]["gap_user"]  # the sides moved towards each other
+    assert joint.history[-1]["drift_llm_user"] > 0
 
 
 @pytest.mark.parametrize("kind", ["lightgcn", "ncf"])
 def test_drs_receives_the_llm_feature_and_starts_as_the_domain_model(kind):
-    t = trainer(kind=kind)
+    t = trainer(kind=kind, select=False)
     users, items = torch.arange(U), torch.tensor([liked(u) for u in range(U)])
     h = torch.randn(U, HIDDEN)
     with torch.no_grad():
@@ -197,32 +233,64 @@ def test_drs_receives_the_llm_feature_and_starts_as_the_domain_model(kind):
         a, b = t.drs.logits(h, users, items), t.drs.logits(h + 1.0, users, items)
     assert not torch.allclose(a, b), "the score does not depend on h"
     assert t.drs.head.weight[0, :HIDDEN].abs().sum() > 0
-    # candidate scoring: one h shared by each prompt's candidates
-    c = t.drs.candidate_logits(h[:2], users[:2], torch.tensor([[0, 1, 2], [3, 4, 5]]))
-    assert c.shape == (2, 3)
-    assert torch.allclose(c[1, 2], t.drs.logits(h[1:2], users[1:2], torch.tensor([5]))[0])
 
 
-def test_one_drs_step_moves_scores_by_little_whatever_the_size_of_h():
-    """A common offset in h (as real LLM features have) must not let one Adam step on w_h
-    swing every logit: with h entering at 1/sqrt(hidden) the step moves a logit by
-    ~lr * sqrt(hidden) * mean|h_k| (0.024 here), not lr * hidden * mean|h_k| (0.58)."""
-    torch.manual_seed(0)
-    t = trainer()
-    hidden = 576
-    drs = DRS(t.drs.domain, hidden, torch.randn(DIM, hidden) / DIM ** 0.5)
-    opt = torch.optim.Adam(drs.head.parameters(), lr=1e-3)
-    users, items = torch.arange(8), torch.tensor([liked(u) for u in range(8)])
-    h = 1.0 + 0.1 * torch.randn(8, hidden)  # a shared component, as an LLM's last-token states
-    other = 1.0 + 0.1 * torch.randn(8, hidden)
+def test_candidate_specific_h_changes_the_top_k_ranking():
+    """A planted signal in h of the positive's pair prompt lifts HR@1 above the domain model's:
+    with one h shared by the candidates (the old scorer) it could not change a ranking."""
+    t = trainer(select=False)
+    test = prompt_table(seed=2)
+    signal = torch.randn(HIDDEN)
+
+    def planted(prefixes, items):  # h = signal for each user's liked item, else 0
+        out = []
+        for p, its in zip(prefixes, items):
+            u = next(k for k in range(U) if f"<uid_{k}>" in p)
+            out.append(torch.stack([signal if i == liked(u) else torch.zeros(HIDDEN) for i in its]))
+        return out
+
+    base = evaluate_drs(t.drs, planted, test, test)
     with torch.no_grad():
-        before = drs.logits(other, users, items)
-    loss = F.binary_cross_entropy_with_logits(drs.logits(h, users, items), torch.zeros(8))
-    loss.backward()
-    opt.step()
-    with torch.no_grad():
-        moved = (drs.logits(other, users, items) - before).abs().max()
-    assert 0 < moved < 0.1, moved
+        t.drs.head.weight[0, :HIDDEN] = 50.0 * signal / signal.norm()
+    lifted = evaluate_drs(t.drs, planted, test, test)
+    hr = lambda table: float(np.mean([r["rank"] == 0 for r in table.to_pylist() if r["protocol"] == "topk"]))  # noqa: E731
+    assert hr(lifted) == 1.0 > hr(base)
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_cached_prefix_features_equal_the_plain_forward(pooling):
+    from pipeline.bdlm.features import _plain
+
+    t = trainer(select=False)
+    prefixes = t.data.pairs.prefixes([r for r in prompt_table()["pair_prefix"].to_pylist()][:5])
+    items = [[0, 1, 2], [3], [4, 5, 0, 1], [], [2, 2]]
+    cached = pair_features(t.model, t.data.pairs, prefixes, items, pooling, chunk=3)
+    plain = _plain(t.model, t.data.pairs, prefixes, items, pooling, "no")
+    assert [len(c) for c in cached] == [len(i) for i in items]
+    for a, b in zip(cached, plain):
+        torch.testing.assert_close(a, b.detach(), atol=1e-5, rtol=1e-5)
+    # a prefix cut to fit max_len is cut the same way on both paths
+    small = PairPrompts(t.tok, SUFFIXES, 24)
+    long = small.prefixes(["User <uid_1> has watched " + " ".join(["<iid_2>"] * 40) + ". Will the user watch"])
+    a = pair_features(t.model, small, long, [[0, 5]], pooling)[0]
+    b = _plain(t.model, small, long, [[0, 5]], pooling, "no")[0]
+    torch.testing.assert_close(a, b.detach(), atol=1e-5, rtol=1e-5)
+    assert len(small.ids(long[0], 0)) <= 22
+
+
+def test_selection_on_valid_never_returns_a_drs_worse_than_step_0():
+    # a DRS head pushed hard by a huge learning rate: whatever training does, the DRS kept
+    # scores on valid at least as well as the pretrained domain model (step 0)
+    for lr in (1e-2, 5.0):
+        t = trainer(JointConfig(**{**CFG.__dict__, "drs_head_lr": lr, "drs_lr": lr}))
+        t.run()
+        results = t.selected["candidates"]
+        assert [r["step"] for r in results] == [0, 2, 4]
+        assert t.selected["valid_NDCG@20"] >= results[0]["valid_NDCG@20"]
+        assert t.selected["valid_NDCG@20"] == max(r["valid_NDCG@20"] for r in results)
+        if t.selected["step"] == 0:  # the pretrained DRS itself, bitwise
+            fresh = trainer()
+            assert_bitwise(dict(t.drs.state_dict()), dict(fresh.drs.state_dict()))
 
 
 def test_seq2seq_llm_trains_jointly_too():
@@ -232,13 +300,14 @@ def test_seq2seq_llm_trains_jointly_too():
     assert len(t.history) == 2 and all(np.isfinite(h["llm_loss"]) and np.isfinite(h["drs_loss"]) for h in t.history)
     assert not torch.equal(t.rows.table("item"), before)
     for pooling in ("last", "mean"):
-        assert llm_features(t.model, t.tok, t.data.drs_prompts[:2], 64, pooling).shape == (2, HIDDEN)
+        h = pair_features(t.model, t.data.pairs, t.data.prefixes[:2], [[0, 1], [2]], pooling)
+        assert [x.shape for x in h] == [(2, HIDDEN), (1, HIDDEN)]
 
 
 @pytest.mark.parametrize("llm_kind", ["llama", "t5"])
 def test_pooling_last_and_mean_features(llm_kind):
-    t = trainer(llm_kind=llm_kind)
-    prompts = t.data.drs_prompts[:3]
+    t = trainer(llm_kind=llm_kind, select=False)
+    prompts = prompt_table()["prompt"].to_pylist()[:3]
     last = llm_features(t.model, t.tok, prompts, 64, "last")
     mean = llm_features(t.model, t.tok, prompts, 64, "mean")
     assert last.shape == mean.shape == (3, HIDDEN) and not torch.allclose(last, mean)
@@ -257,6 +326,7 @@ def test_kill_and_resume_is_bitwise_the_same_run(tmp_path):
     second.run(tmp_path / "b")
     assert second.step == CFG.steps
     assert [h for h in second.history] == whole.history
+    assert second.selected == whole.selected
     assert_bitwise(weights(second), weights(whole))
 
 
@@ -271,8 +341,13 @@ def test_resume_refuses_a_checkpoint_from_other_params(tmp_path):
 
 
 def test_bad_inputs_are_named():
-    with pytest.raises(PipelineError, match="joint.lambda"):
-        JointConfig(lam=-0.1).check()
+    for lam in (-0.1, float("nan")):
+        with pytest.raises(PipelineError, match="joint.lambda"):
+            JointConfig(lam=lam).check()
+    with pytest.raises(PipelineError, match="joint.train.refresh_every must be >= 1, got 0"):
+        JointConfig(refresh_every=0).check()
+    with pytest.raises(PipelineError, match="joint.train.drs_domain_weight must be >= 0, got -1"):
+        JointConfig(drs_domain_weight=-1.0).check()
     with pytest.raises(PipelineError, match="vocab/pe/vocab.json.*domain/x/lightgcn/config.json"):
         check_id_spaces({"n_users": 8, "n_items": 6}, "vocab/pe/vocab.json",
                         {"n_users": 8, "n_items": 7}, "domain/x/lightgcn/config.json")
@@ -295,6 +370,8 @@ def make_project(root: Path, vocab_items: int = I) -> None:
     (d / "prompts/tiny/tokens").mkdir(parents=True)
     for s in ("train", "valid", "test"):
         pq.write_table(prompt_table(seed={"train": 0, "valid": 1, "test": 2}[s]), d / f"prompts/tiny/tokens/{s}.parquet")
+    pq.write_table(pa.table({"iid": pa.array(range(I), pa.int32()), "pair_suffix": SUFFIXES}),
+                   d / "prompts/tiny/tokens/items.parquet")
     tok = tokenizer()
     llm = tiny_llama(tok, hidden=HIDDEN)
     vocab = d / "llm/tiny/vocab/pe"
@@ -342,7 +419,8 @@ def test_stages_train_and_evaluate_a_tiny_project(tmp_path, monkeypatch):
     stage(monkeypatch, evaluate_joint, "tiny", "bdlm")
     m = json.loads((tmp_path / "data/metrics/joint/tiny/bdlm.json").read_text())
     assert set(m) == {"dataset", "experiment", "domain_model", "lambda", "users_scored", "llm", "drs", "schema",
-                      "confidence"}
+                      "confidence", "vocab", "drs_selected"}
+    assert m["drs_selected"]["candidates"][0]["step"] == 0 and m["vocab"] == "pe"
     assert m["users_scored"] == 5 and m["domain_model"] == "lightgcn"
     assert set(m["llm"]["binary"]) == {"precision", "recall", "f1", "threshold", "accuracy", "auc", "f1_floor"}
     assert "HR@1" in m["llm"]["topk"] and "topk/HR@1" in m["llm"]["ci"]

@@ -27,10 +27,12 @@ line trains it on a CPU, one GPU, or several under DeepSpeed ZeRO-3:
 `accelerate launch --config_file configs/accelerate_zero3.yaml -m stages.joint_train <ds> <exp>`.
 The DRS and M stay on the CPU (small), replicated on every process.
 """
-from pipeline.bdlm.drs import DRS, check_id_spaces, evaluate_drs, initial_projection, llm_features, load_drs, save_drs
+from pipeline.bdlm.drs import (DRS, check_id_spaces, evaluate_drs, initial_projection, llm_features, load_drs,
+                               pair_h_by_prefix, save_drs)
+from pipeline.bdlm.features import PairPrompts, pair_features
 from pipeline.bdlm.sharing import LLMRows, Sharing, shared_tables
-from pipeline.bdlm.train import POOLING, SHARE, JointConfig, JointData, JointTrainer
+from pipeline.bdlm.train import POOLING, SHARE, JointConfig, JointData, JointTrainer, SelectionSet, row_distance
 
-__all__ = ["DRS", "JointConfig", "JointData", "JointTrainer", "LLMRows", "POOLING", "SHARE", "Sharing",
-           "check_id_spaces", "evaluate_drs", "initial_projection", "llm_features", "load_drs", "save_drs",
-           "shared_tables"]
+__all__ = ["DRS", "JointConfig", "JointData", "JointTrainer", "LLMRows", "POOLING", "PairPrompts", "SHARE",
+           "SelectionSet", "Sharing", "check_id_spaces", "evaluate_drs", "initial_projection", "llm_features",
+           "load_drs", "pair_features", "pair_h_by_prefix", "row_distance", "save_drs", "shared_tables"]

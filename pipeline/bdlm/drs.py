@@ -54,9 +54,7 @@ class DRS(nn.Module):
         self.domain = domain
         d = int(domain.live_tables()[0].shape[1])
         self.dim, self.hidden = d, hidden
-        if proj is None:
-            if d != hidden:
-                raise PipelineError(f"domain dim {d} != LLM hidden size {hidden}: a projection is needed")
+        if proj is None:  # d == hidden: the rows as they are; else no M (an LLM without id tokens)
             self.proj = None
         else:
             self.proj = nn.Linear(d, hidden, bias=False)
@@ -85,24 +83,23 @@ class DRS(nn.Module):
 
     @property
     def projection(self) -> str:
-        return (f"identity (domain dim {self.dim} == hidden {self.hidden})" if self.proj is None
-                else f"learned linear {self.dim} -> {self.hidden} owned by the DRS")
+        if self.proj is None:
+            return (f"identity (domain dim {self.dim} == hidden {self.hidden})" if self.dim == self.hidden
+                    else "none (no sharing module)")
+        return f"learned linear {self.dim} -> {self.hidden} owned by the DRS"
 
     def logits(self, h: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """w^T [h ; f(u, i)] + b for aligned rows h [B, hidden], users [B], items [B]."""
         h = h.to(self.head.weight.dtype) * self.h_scale
         return self.head(torch.cat([h, self.domain.pair_features(users, items)], -1)).squeeze(-1)
 
-    def candidate_logits(self, h: torch.Tensor, users: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
-        """[B, C]: each prompt's h shared by its C candidates."""
-        b, c = cands.shape
-        return self.logits(h[:, None].expand(b, c, h.shape[-1]).reshape(b * c, -1),
-                           users[:, None].expand(b, c).reshape(-1), cands.reshape(-1)).view(b, c)
-
     def shared_rows(self, name: str, ids: torch.Tensor) -> torch.Tensor:
         """P(E^drs) rows of the user or item table (with gradients)."""
         u, i = self.domain.live_tables()
         rows = (u if name == "user" else i)[ids]
+        if self.proj is None and self.dim != self.hidden:
+            raise PipelineError(f"DRS: domain dim {self.dim} != LLM hidden size {self.hidden} and no projection: "
+                                "this DRS has no rows in the sharing module")
         return rows if self.proj is None else self.proj(rows)
 
     def table(self, name: str) -> torch.Tensor:
@@ -144,25 +141,49 @@ def _rows(t: pa.Table, task: str) -> pa.Table:
     return t.filter(pc.equal(t["task"], task))
 
 
+PairH = Callable[[list[str], list[list[int]]], list[torch.Tensor]]
+
+
+def pair_h_by_prefix(features: PairH, prefixes: list[str], items: list[list[int]]) -> list[torch.Tensor]:
+    """`features` called once per distinct prefix (a user's valid or test rows share theirs:
+    the interaction pair and the 20 top-K candidates then cost one prefix pass)."""
+    order: dict[str, list[int]] = {}
+    for r, p in enumerate(prefixes):
+        order.setdefault(p, []).append(r)
+    keys = list(order)
+    merged = [[i for r in order[p] for i in items[r]] for p in keys]
+    h = features(keys, merged)
+    out: list[torch.Tensor | None] = [None] * len(prefixes)
+    for p, hp in zip(keys, h):
+        at = 0
+        for r in order[p]:
+            out[r] = hp[at:at + len(items[r])]
+            at += len(items[r])
+    return out
+
+
 @torch.no_grad()
-def evaluate_drs(drs: DRS, features: Callable[[list[str]], torch.Tensor], valid: pa.Table, test: pa.Table) -> pa.Table:
+def evaluate_drs(drs: DRS, features: PairH, valid: pa.Table, test: pa.Table) -> pa.Table:
     """BDLM-drs's per-user outcomes (pipeline.metrics.Outcomes) on interaction prediction (valid
-    rows fix the threshold) and top-K (h of the top-K prompt shared by its candidates).
-    `features(prompts)` gives the LLM's h [n, hidden] (a Scorer's `features`, or llm_features)."""
+    rows fix the threshold) and top-K, h read from the pair prompt of every scored (user,
+    item): for top-K, one h per candidate (DESIGN.md, BDLM step 7). `features(prefix texts,
+    item lists)` gives h [len(items), hidden] per prefix (pipeline.bdlm.features)."""
     drs.eval()
     out = metrics.Outcomes()
     for name, t in (("valid", _rows(valid, "interaction")), ("test", _rows(test, "interaction"))):
         if len(t):
-            h = features(t["prompt"].to_pylist())
-            s = drs.logits(h, torch.tensor(t["uid"].to_numpy(), dtype=torch.long),
-                           torch.tensor(t["iid"].to_numpy(), dtype=torch.long))
+            iids = t["iid"].to_numpy().astype(np.int64)
+            h = torch.cat(pair_h_by_prefix(features, t["pair_prefix"].to_pylist(), [[int(i)] for i in iids]))
+            s = drs.logits(h, torch.tensor(t["uid"].to_numpy(), dtype=torch.long), torch.tensor(iids))
             out.binary(name, t["uid"].to_numpy(), t["label"].to_numpy(), s.numpy().astype(np.float64))
     t = _rows(test, "topk")
     if len(t):
-        h = features(t["prompt"].to_pylist())
-        cands = torch.tensor(metrics.candidate_matrix(t))
-        s = drs.candidate_logits(h, torch.tensor(t["uid"].to_numpy(), dtype=torch.long), cands)
-        out.candidates("topk", t["uid"].to_numpy(), s.numpy().astype(np.float64), t["label_index"].to_numpy())
+        cands = metrics.candidate_matrix(t)
+        h = pair_h_by_prefix(features, t["pair_prefix"].to_pylist(), cands.tolist())
+        users = t["uid"].to_numpy().astype(np.int64)
+        s = np.stack([drs.logits(hr, torch.full((len(c),), int(u)), torch.tensor(c)).numpy()
+                      for hr, u, c in zip(h, users, cands)])
+        out.candidates("topk", t["uid"].to_numpy(), s.astype(np.float64), t["label_index"].to_numpy())
     return out.table()
 
 
