@@ -191,18 +191,22 @@ FLOOR_ROWS = [Ref("Random", "floors", "random"), Ref("Centrality (title)", "floo
               Ref("Centrality + pop.", "floors", "centrality_pop")]
 MOSTPOP = Ref("MostPop", "domain", "mostpop")
 RANDOM = FLOOR_ROWS[0]
-# Rows of BDLM Table 3. InstructRec's row is our LLM-only SFT (BDLM tokens + aux tasks, no
-# mutual learning); LLM-Rec and GPT4SM are not reproduced. The floors sit beside MostPop.
+# Rows of BDLM Table 3. InstructRec is text-only instruction tuning: its row here is our SFT
+# with ids as plain text (variant no_et); LLM-only SFT is BDLM's pre-loaded tokens + aux tasks
+# with no mutual learning. LLM-Rec and GPT4SM are not reproduced. The floors sit beside MostPop.
+INSTRUCTREC = Ref("InstructRec-style (text-only SFT)", "llm", "no_et")
+LLM_ONLY = Ref("LLM-only SFT", "llm", "full")
 T3_BASELINES = [Ref("NCF", "domain", "ncf"), Ref("GMF", "domain", "gmf"), Ref("SASRec", "domain", "sasrec"),
                 Ref("GRU4Rec", "domain", "gru4rec"), Ref("BERT4Rec", "domain", "bert4rec"),
                 Ref("LGCN", "domain", "lightgcn"), MOSTPOP,
-                Ref("ItemKNN", "domain", "itemknn"), Ref("LLM-only SFT", "llm", "full")]
+                Ref("ItemKNN", "domain", "itemknn"), INSTRUCTREC, LLM_ONLY]
 T3_BDLM = [Ref("BDLM-llm", "joint", "bdlm", "llm"), Ref("BDLM-drs", "joint", "bdlm", "drs")]
-# Ablations. w/o PE, w/o ET and w/o aux are SFT-only variants (no mutual learning): compare
-# them with the LLM-only SFT row; BDLM and w/o JL are joint experiments, read on the LLM side.
-ABLATION = [Ref("BDLM", "joint", "bdlm", "llm"), Ref("w/o JL", "joint", "wo_jl", "llm"),
-            Ref("w/o PE", "llm", "no_pe"), Ref("w/o ET", "llm", "no_et"), Ref("w/o aux", "llm", "no_aux"),
-            Ref("LLM-only SFT", "llm", "full")]
+# Ablations: four joint experiments through one trainer and one budget (each changes one
+# thing: lambda = 0, random token rows, ids as text), read on both sides; then the SFT rows
+# (Cao et al.'s w/o aux beside LLM-only SFT).
+ABLATION_STEPS = [("BDLM", "bdlm"), ("w/o JL", "wo_jl"), ("w/o PE", "wo_pe"), ("w/o ET", "wo_et")]
+ABLATION = ([Ref(f"{label} ({side})", "joint", name, side) for side in ("llm", "drs") for label, name in ABLATION_STEPS]
+            + [LLM_ONLY, Ref("w/o aux (SFT)", "llm", "no_aux")])
 # BDLM Table 4: BDLM with NCF as the domain model.
 T4_BASELINES = [Ref("NCF", "domain", "ncf")]
 T4_BDLM = [Ref("BDLM-NCF-llm", "joint", "ncf", "llm"), Ref("BDLM-NCF-drs", "joint", "ncf", "drs")]
@@ -488,13 +492,25 @@ def lambda_curve(inp: Inputs) -> list[dict]:
     out = []
     for lam in sorted(points):
         name, obj = points[lam]
+        trained = training_record(inp, name)
         for side in ("llm", "drs"):
             blk = obj[side]
             ci = blk.get("ci", {})
             out.append({"lambda": lam, "side": side, "HR@1": blk.get("topk", {}).get("HR@1"),
                         "f1": blk.get("binary", {}).get("f1"),
                         "ci": {"HR@1": ci.get("topk/HR@1"), "f1": ci.get("binary/f1")},
-                        "users_scored": blk.get("users_scored", obj.get("users_scored")), "experiment": name})
+                        "users_scored": blk.get("users_scored", obj.get("users_scored")), "experiment": name,
+                        "L_ml": trained.get(f"{side}_ml"), "drift": trained.get(f"drift_{side}_user"),
+                        "gap": trained.get("gap_user")})
+    return out
+
+
+def training_record(inp: Inputs, experiment: str) -> dict:
+    """The last logged values of a joint run that carry L_ml, row drift and the LLM-DRS gap
+    (data/metrics/joint_train/<ds>/<experiment>.json); {} when absent."""
+    out: dict = {}
+    for h in (inp.get("joint_train", experiment) or {}).get("history", []):
+        out.update({k: v for k, v in h.items() if k.endswith("_ml") or k.startswith(("drift_", "gap_"))})
     return out
 
 
@@ -605,9 +621,9 @@ def comparisons(inp: Inputs, t3: dict, curve: list[dict]) -> tuple[list[Comparis
     if best is not None and best != lgcn:
         out.append(Comparison("table3", bdlm_drs, best, note="BDLM-llm's best baseline"))
     ab = {r.label: r for r in ABLATION}
-    out += [Comparison("ablation", ab[x], ab[y]) for x, y in (
-        ("BDLM", "w/o JL"), ("w/o JL", "LLM-only SFT"), ("LLM-only SFT", "w/o PE"), ("LLM-only SFT", "w/o ET"),
-        ("LLM-only SFT", "w/o aux"))]
+    out += [Comparison("ablation", ab[f"{x} ({side})"], ab[f"{y} ({side})"]) for side in ("llm", "drs")
+            for x, y in (("BDLM", "w/o JL"), ("w/o JL", "w/o PE"), ("w/o JL", "w/o ET"), ("w/o PE", "w/o ET"))]
+    out.append(Comparison("ablation", LLM_ONLY, ab["w/o aux (SFT)"]))
     zero = next((p["experiment"] for p in curve if p["lambda"] == 0), None)
     if zero is None:
         notes.append("λ sweep: no λ = 0 point (`wo_jl` or `lambda_0`) to compare with" if curve
@@ -747,6 +763,74 @@ def md_paired_tests(pt: dict) -> list[str]:
     return out
 
 
+def _test(pt: dict, family: str, a: str, b: str) -> dict | None:
+    return next((x for x in pt["families"][family] if x["a"] == a and x["b"] == b), None)
+
+
+def _verdict(x: dict | None, want: str = "above") -> str:
+    """supported (Holm-significant in the claimed direction), contradicted (significant the other
+    way), not shown (not distinguishable from noise), or not measured."""
+    if x is None or x["diff"] is None:
+        return "not measured"
+    if not x["significant"]:
+        return "not shown"
+    return "supported" if (x["diff"] > 0) == (want == "above") else "contradicted"
+
+
+def _evidence(x: dict | None) -> str:
+    if x is None or x["diff"] is None:
+        return "-"
+    return (f"{x['a']} − {x['b']}: {'+' if x['diff'] > 0 else ''}{_num(x['diff'])}{_interval([x['low'], x['high']])},"
+            f" p (Holm) {_p(x['p_holm'])}, n {x['n']}")
+
+
+def claims(pt: dict, curve: list[dict]) -> list[dict]:
+    """Each BDLM claim of the paper, read off this run's paired tests (top-K HR@1): whether the
+    run supports it. The ablation order is w/o ET ≈ w/o PE < w/o JL < BDLM, on each side."""
+    out = []
+
+    def add(claim: str, tests: list[dict | None], want: list[str]):
+        verdicts = [_verdict(x, w) for x, w in zip(tests, want)]
+        overall = ("supported" if all(v == "supported" for v in verdicts) else
+                   "contradicted" if "contradicted" in verdicts else
+                   "not measured" if all(v == "not measured" for v in verdicts) else "not shown")
+        out.append({"claim": claim, "verdict": overall, "evidence": [_evidence(x) for x in tests if x is not None]})
+
+    add("BDLM-drs > its domain model (LGCN)", [_test(pt, "table3", "BDLM-drs", "LGCN")], ["above"])
+    add("BDLM-llm > LLM-only SFT", [_test(pt, "table3", "BDLM-llm", "LLM-only SFT")], ["above"])
+    add("BDLM-llm > InstructRec-style (text-only SFT)",
+        [_test(pt, "table3", "BDLM-llm", "InstructRec-style (text-only SFT)")], ["above"])
+    for side in ("llm", "drs"):
+        add(f"ablation order on the {side} side: BDLM > w/o JL > w/o PE, w/o ET",
+            [_test(pt, "ablation", f"BDLM ({side})", f"w/o JL ({side})"),
+             _test(pt, "ablation", f"w/o JL ({side})", f"w/o PE ({side})"),
+             _test(pt, "ablation", f"w/o JL ({side})", f"w/o ET ({side})")], ["above"] * 3)
+    lam = [x for x in pt["families"]["lambda"] if x["diff"] is not None]
+    claim = "the λ curve rises above λ = 0 (and falls again at the largest λ)"
+    if lam:
+        best = max(lam, key=lambda x: x["diff"])
+        evidence = [_evidence(best)]
+        largest = max(p["lambda"] for p in curve)
+        top = next((x for x in lam if x["a"].startswith(f"λ={largest:g} (")
+                    and x["a"].endswith(best["a"][best["a"].index(" ("):])), None)
+        if top is not None and top is not best:
+            evidence.append(f"at λ={largest:g}: {'+' if top['diff'] > 0 else ''}{_num(top['diff'])} vs λ = 0")
+        out.append({"claim": claim, "verdict": _verdict(best), "evidence": evidence})
+    else:
+        out.append({"claim": claim, "verdict": "not measured", "evidence": []})
+    return out
+
+
+def md_claims(rows: list[dict]) -> list[str]:
+    out = ["## The paper's BDLM claims, on this run", "",
+           "Each claim read off the paired tests below (top-K HR@1, Holm-adjusted within its family):"
+           " supported = significant in the claimed direction; contradicted = significant the other way;"
+           " not shown = not distinguishable from noise on these users; not measured = a row is missing.", "",
+           "| claim | verdict | evidence |", "|---|---|---|"]
+    out += [f"| {r['claim']} | **{r['verdict']}** | {'; '.join(r['evidence']) or '-'} |" for r in rows]
+    return out
+
+
 def training(inp: Inputs) -> list[dict]:
     out = []
     for (kind, name), obj in sorted(inp.files.items()):
@@ -801,9 +885,10 @@ def build_report(inp: Inputs, variants: list[str] = ()) -> dict:
     t3 = table3(inp)
     abl = ablation(inp)
     curve = lambda_curve(inp)
+    pt = paired_tests(inp, t3, curve)
     return {"dataset": inp.dataset, "domain_users": inp.domain_users, "giveaway": giveaway(inp), "table3": t3,
             "ablation": abl, "table4": table4(inp), "lambda": curve, "cao": cao_table(inp),
-            "paired_tests": paired_tests(inp, t3, curve), "training": training(inp),
+            "paired_tests": pt, "claims": claims(pt, curve), "training": training(inp),
             "missing": expected_missing(inp),
             "plots": {"ablation": ablation_plot(abl), "lambda": lambda_plot(curve),
                       "sft_loss": sft_loss_plot(inp, list(variants))}}
@@ -895,14 +980,16 @@ def markdown_report(rep: dict, plots: dict[str, str] | None = None) -> str:
            "## Table 3: domain baselines, LLM-only SFT and BDLM (BDLM paper layout)", "",
            "HR@1/HR@2: top-K over 1 positive + 19 negatives; prec/rec/f1/AUC/acc: interaction prediction"
            " (1 + 1, threshold chosen on valid). LLM-only SFT = BDLM tokens pre-loaded + auxiliary"
-           " tasks, no mutual learning (the paper's InstructRec row). Improv. = best BDLM row vs the"
+           " tasks, no mutual learning; InstructRec-style = SFT with ids as plain text (InstructRec is"
+           " text-only instruction tuning). Improv. = best BDLM row vs the"
            " best baseline row (LLM-only SFT included, floors excluded), relative." + f1_caption(t3) + " "
            + users_caption(t3), "",
            md_metric_table(t3["rows"], t3["columns"], improvement=t3["improvement"]), "",
            "## Ablations", "",
-           "BDLM and w/o JL are joint experiments read on the LLM side; w/o PE (random token rows),"
-           " w/o ET (ids as plain text) and w/o aux (no MIM/BPR/MLM) are SFT-only variants with no"
-           " mutual learning, so compare them with the LLM-only SFT row." + f1_caption(rep["ablation"]) + " "
+           "BDLM, w/o JL (λ = 0), w/o PE (random token rows) and w/o ET (ids as plain text, no M) are"
+           " joint experiments through one trainer with the same steps, batch, task mix and users, so"
+           " each changes exactly one thing; each is read on the LLM side and on the DRS side. w/o aux"
+           " (no MIM/BPR/MLM) is an SFT variant: compare it with LLM-only SFT." + f1_caption(rep["ablation"]) + " "
            + users_caption(rep["ablation"]), "",
            md_metric_table(rep["ablation"]["rows"], rep["ablation"]["columns"]), "",
            "## Table 4: BDLM with NCF as the domain model", "",
@@ -914,8 +1001,13 @@ def markdown_report(rep: dict, plots: dict[str, str] | None = None) -> str:
         ns = sorted({p["users_scored"] for p in rep["lambda"] if p["users_scored"] is not None})
         out += [f"Every point is scored on the same {ns[0]} users." if len(ns) == 1 else
                 f"**Points are scored on different numbers of users** ({', '.join(map(str, ns)) or '?'}).", "",
-                "| λ | side | HR@1 | f1 | users scored | experiment |", "|---|---|---|---|---|---|"]
+                "L_ml: the side's last mutual-learning loss (per row: squared distance summed over the hidden"
+                " dims, averaged over rows); drift: how far its user rows moved from their start (mean row"
+                " distance / mean row norm); gap: mean distance between the LLM's and the DRS's user rows.", "",
+                "| λ | side | HR@1 | f1 | L_ml | drift | gap | users scored | experiment |",
+                "|---|---|---|---|---|---|---|---|---|"]
         out += [f"| {p['lambda']:g} | {p['side']} | {cell(p['HR@1'], p['ci']['HR@1'])} | {cell(p['f1'], p['ci']['f1'])}"
+                f" | {_fmt(p.get('L_ml'), 4)} | {_fmt(p.get('drift'), 4)} | {_fmt(p.get('gap'), 3)}"
                 f" | {p['users_scored'] if p['users_scored'] is not None else '?'} | {p['experiment']} |"
                 for p in rep["lambda"]]
     else:
@@ -934,7 +1026,7 @@ def markdown_report(rep: dict, plots: dict[str, str] | None = None) -> str:
             out += ["", *(f"- {n}" for n in notes)]
     else:
         out.append("No model has these metrics yet.")
-    out += ["", *md_paired_tests(rep["paired_tests"])]
+    out += ["", *md_claims(rep["claims"]), "", *md_paired_tests(rep["paired_tests"])]
     if rep["training"]:
         out += ["", "## Training", "", "| stage | run | seconds | logged steps/epochs | final loss |",
                 "|---|---|---|---|---|"]

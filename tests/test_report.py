@@ -127,6 +127,7 @@ def built(tmp_path_factory) -> Path:
                                    "history": [{"step": 1, "llm_loss": 2.5, "drs_loss": 0.7}]})
     joint(d, "bdlm", 0.01, {"hits": TEN, "binary": 2.0}, {"hits": TEN, "binary": 1.5})
     joint(d, "wo_jl", 0.0, {"hits": set(range(6))}, {"hits": set(range(5))})
+    joint(d, "wo_et", 0.01, {"hits": {0, 1}}, {"hits": set(range(4))})
     joint(d, "lambda_1e-1", None, {"hits": set(range(8))}, {"hits": set(range(12))})  # lambda only in the name
     giveaway(d, False)
     return d
@@ -143,7 +144,8 @@ def test_table3_rows_values_intervals_and_improvement(built):
     assert t3["columns"] == ["HR@1", "HR@2", "prec", "rec", "f1", "AUC", "acc"]
     assert [r["model"] for r in t3["rows"]] == [
         "NCF", "GMF", "SASRec", "GRU4Rec", "BERT4Rec", "LGCN", "MostPop", "Random", "Centrality (title)",
-        "Centrality + pop.", "ItemKNN", "LLM-only SFT", "BDLM-llm", "BDLM-drs"]
+        "Centrality + pop.", "ItemKNN", "InstructRec-style (text-only SFT)", "LLM-only SFT", "BDLM-llm",
+        "BDLM-drs"]
     rows = {r["model"]: r for r in t3["rows"]}
     # domain rows are read on the LLM users (llm_users block): 7 of 20 hits, not 27 of 40
     assert (rows["NCF"]["HR@1"], rows["NCF"]["users_scored"], rows["NCF"]["all_users"]) == (0.35, 20, False)
@@ -164,7 +166,7 @@ def test_markdown_cells_carry_intervals(built):
     md = markdown_report(build_report(collect(built, DS), ["full", "no_et"]))
     lines = md.splitlines()
     head = lines.index("| Models | HR@1 | HR@2 | prec | rec | f1 | AUC | acc | users scored |")
-    table = {ln.split(" | ")[0][2:]: ln for ln in lines[head + 2:head + 17]}
+    table = {ln.split(" | ")[0][2:]: ln for ln in lines[head + 2:head + 18]}
     assert table["NCF"].startswith("| NCF | .350 [.181, .567] | .350 [.181, .567] | ")
     assert table["MostPop"] == "| MostPop | .100 [.028, .301] | .100 [.028, .301] | - | - | - | - | - | 20 |"
     assert table["GRU4Rec"] == "| GRU4Rec | - | - | - | - | - | - | - | missing |"
@@ -198,25 +200,35 @@ def test_giveaway_flag(data):
 
 
 def test_paired_tests_hand_computed(built):
-    """Table 3 family, 5 tests run on the 20 LLM users: BDLM-llm vs NCF (b10 = 3, b01 = 0:
+    """Table 3 family, 6 tests run on the 20 LLM users: BDLM-llm vs NCF (b10 = 3, b01 = 0:
     exact p = 2 * .5^3 = .25), vs LGCN and vs LLM-only SFT (no discordant user: p = 1), vs
-    MostPop (b10 = 8, b01 = 0: p = 2 * .5^8 = .0078125) and BDLM-drs vs LGCN (p = 1). Holm:
-    MostPop .0078125 * 5 = .0390625 < .05, significant; NCF max(.25 * 4, .039) = 1, not."""
+    MostPop (b10 = 8, b01 = 0: p = 2 * .5^8 = .0078125), vs InstructRec-style (b10 = 7:
+    p = 2 * .5^7) and BDLM-drs vs LGCN (p = 1). Holm: MostPop .0078125 * 6 = .046875 < .05,
+    significant; NCF max(.25 * 4, ...) = 1, not."""
     rep = build_report(collect(built, DS))
     pt = rep["paired_tests"]
     fam = {(x["a"], x["b"]): x for x in pt["families"]["table3"]}
     assert list(fam) == [("BDLM-llm", "NCF"), ("BDLM-llm", "LGCN"), ("BDLM-llm", "MostPop"),
-                         ("BDLM-llm", "LLM-only SFT"), ("BDLM-drs", "LGCN")]
+                         ("BDLM-llm", "InstructRec-style (text-only SFT)"), ("BDLM-llm", "LLM-only SFT"),
+                         ("BDLM-drs", "LGCN")]
     most = fam[("BDLM-llm", "MostPop")]
     assert (most["n"], most["method"], most["diff"]) == (20, "mcnemar", pytest.approx(0.4))
-    assert most["p"] == pytest.approx(2 * 0.5 ** 8) and most["p_holm"] == pytest.approx(5 * 2 * 0.5 ** 8)
+    assert most["p"] == pytest.approx(2 * 0.5 ** 8) and most["p_holm"] == pytest.approx(6 * 2 * 0.5 ** 8)
     assert most["significant"] and most["verdict"] == "significant (BDLM-llm above MostPop)"
     ncf = fam[("BDLM-llm", "NCF")]
     assert (ncf["p"], ncf["p_holm"], ncf["significant"]) == (pytest.approx(0.25), 1.0, False)
     assert ncf["verdict"] == "not distinguishable from noise at n=20"
     skipped = {(s["a"], s["b"]) for s in pt["skipped"]}
-    assert ("BDLM-llm", "GRU4Rec") in skipped and ("w/o JL", "LLM-only SFT") not in skipped
-    assert ("LLM-only SFT", "w/o PE") in skipped
+    assert ("BDLM-llm", "GRU4Rec") in skipped and ("w/o JL (llm)", "w/o ET (llm)") not in skipped
+    assert ("w/o JL (llm)", "w/o PE (llm)") in skipped
+    abl = {(x["a"], x["b"]): x for x in pt["families"]["ablation"]}
+    assert abl[("w/o JL (llm)", "w/o ET (llm)")]["diff"] == pytest.approx(0.2)  # 6 vs 2 hits of 20
+    # the claims section reads the same tests
+    claims = {c["claim"]: c for c in rep["claims"]}
+    assert claims["BDLM-drs > its domain model (LGCN)"]["verdict"] == "not shown"
+    assert claims["ablation order on the llm side: BDLM > w/o JL > w/o PE, w/o ET"]["verdict"] == "not shown"
+    assert claims["the λ curve rises above λ = 0 (and falls again at the largest λ)"]["verdict"] in (
+        "not shown", "supported")
     # domain vs domain: restricted to the LLM subset too (NCF 7 vs MostPop 2 hits of 20: b10 = 5)
     nm = next(x for x in pt["families"]["vs_mostpop"] if x["a"] == "NCF")
     assert (nm["n"], nm["users"], nm["p"]) == (20, "the LLM user subset", pytest.approx(2 * 0.5 ** 5))
@@ -227,8 +239,9 @@ def test_paired_tests_hand_computed(built):
     md = markdown_report(rep)
     section = md.split("## Paired tests")[1].split("## Training")[0]
     # McNemar's interval: diff +- 1.96 * sqrt(b10 + b01 - (b10 - b01)^2 / n) / n
-    assert ("| BDLM-llm | MostPop | top-K HR@1 | 20 | +.400 [.185, .615] | .008 | .039 |"
+    assert ("| BDLM-llm | MostPop | top-K HR@1 | 20 | +.400 [.185, .615] | .008 | .047 |"
             " significant (BDLM-llm above MostPop) |") in section
+    assert "## The paper's BDLM claims, on this run" in md
     assert ("| BDLM-llm | NCF | top-K HR@1 | 20 | +.150 [-.006, .306] | .250 | 1.000 |"
             " not distinguishable from noise at n=20 |") in section
     assert f"- `data/outcomes/domain/{DS}/gru4rec.parquet`: BDLM-llm vs GRU4Rec" in section
@@ -238,10 +251,12 @@ def test_paired_tests_hand_computed(built):
 def test_other_tables_and_plot_data(built):
     rep = build_report(collect(built, DS), ["full", "no_aux", "no_et"])
     abl = {r["model"]: r for r in rep["ablation"]["rows"]}
-    assert list(abl) == ["BDLM", "w/o JL", "w/o PE", "w/o ET", "w/o aux", "LLM-only SFT", "Random",
-                         "Centrality (title)", "Centrality + pop."]
-    assert abl["BDLM"]["HR@1"] == 0.5 and abl["w/o ET"]["HR@1"] == 0.15 and not abl["w/o PE"]["present"]
-    assert [p["variant"] for p in rep["plots"]["ablation"]] == ["BDLM", "w/o JL", "w/o ET", "LLM-only SFT"]
+    assert list(abl) == [f"{s} ({side})" for side in ("llm", "drs") for s in ("BDLM", "w/o JL", "w/o PE", "w/o ET")] + [
+        "LLM-only SFT", "w/o aux (SFT)", "Random", "Centrality (title)", "Centrality + pop."]
+    assert abl["BDLM (llm)"]["HR@1"] == 0.5 and abl["w/o ET (llm)"]["HR@1"] == 0.1 and not abl["w/o PE (llm)"]["present"]
+    assert abl["w/o ET (drs)"]["HR@1"] == 0.2
+    assert [p["variant"] for p in rep["plots"]["ablation"]] == [
+        "BDLM (llm)", "w/o JL (llm)", "w/o ET (llm)", "BDLM (drs)", "w/o JL (drs)", "w/o ET (drs)", "LLM-only SFT"]
     t4 = rep["table4"]
     assert [r["model"] for r in t4["rows"]] == ["NCF", "MostPop", "Random", "Centrality (title)", "Centrality + pop.",
                                                "BDLM-NCF-llm", "BDLM-NCF-drs"]
@@ -280,7 +295,7 @@ def test_mixed_user_counts_are_said_plainly(data):
 
 def test_missing_inputs_are_listed_not_fatal(built, tmp_path):
     rep = build_report(collect(built, DS))
-    for name in ("domain/fake/gru4rec", "domain/fake/itemknn", "llm/fake/no_pe", "llm/fake/no_aux",
+    for name in ("domain/fake/gru4rec", "domain/fake/itemknn", "joint/fake/wo_pe", "llm/fake/no_aux",
                  "joint/fake/ncf", "floors/fake/centrality_pop"):
         assert f"data/metrics/{name}.json" in rep["missing"]
     assert f"data/metrics/domain/{DS}/ncf.json" not in rep["missing"]
