@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import paths
+from pipeline import lineage, paths
 from pipeline.artifacts import read_json, write_json, write_parquet
 from pipeline.bdlm import evaluate_drs, load_drs
 from pipeline.cli import dataset_parser, run
@@ -43,6 +43,7 @@ def main() -> None:
     if not (folder / "config.json").exists():
         raise PipelineError(f"{folder}: no joint-trained '{name}'; run `dvc repro joint_train@{ds}-{name}`")
     config = read_json(folder / "config.json")
+    lineage.check(folder / "config.json", config, ds, f"joint_train@{ds}-{name}")
     max_len, pooling = config["joint"]["max_len"], config["joint"]["pooling"]
     prompts = paths.prompts(ds, "tokens")
     valid, test = (pq.read_table(prompts / f"{s}.parquet") for s in ("valid", "test"))

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
-from pipeline import paths
+from pipeline import lineage, paths
 from pipeline.artifacts import atomic_dir, file_digest, read_json, write_json, write_safetensors
 from pipeline.bdlm import (DRS, JointConfig, JointData, JointTrainer, LLMRows, Sharing, check_id_spaces,
                            initial_projection, save_drs)
@@ -106,6 +106,7 @@ def main() -> None:
     files = inputs(ds, model_name)
     vocab, domain_cfg = read_json(files["vocab"]), read_json(files["domain"])
     check_id_spaces(vocab, str(files["vocab"]), domain_cfg, str(files["domain"]))
+    ids = lineage.check(files["vocab"], vocab, ds, f"expand_vocab@{ds}-{VOCAB_MODE}")
     ev = EvalSets.load(ds, candidates=False)
     domain, trained = load_trained(ds, model_name, domain_configs(params, model_name)[0], ev.train())
     vocab_dir = files["vocab"].parent
@@ -144,7 +145,7 @@ def main() -> None:
               "projection_init_scale": scale, "llm_preloaded_from": vocab.get("preload_from"),
               "llm_vocab_projection": vocab.get("projection"), "sharing": "buffers in the LLM hidden space, "
               "initialised from the LLM's <uid>/<iid> rows, written by both sides (Algorithm 1)",
-              "params_hash": params_hash, "base": vocab.get("base")}
+              "params_hash": params_hash, "base": vocab.get("base"), lineage.KEY: ids}
     meta = {"dataset": ds, "experiment": name, "domain_model": model_name, "pooling": cfg.pooling,
             "projection": drs.projection, "params_hash": params_hash}
     with atomic_dir(joint_dir(ds, name)) as tmp:
