@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import paths
+from pipeline import lineage, paths
 from pipeline.artifacts import read_json, read_safetensors, write_safetensors
 from pipeline.errors import PipelineError
 from pipeline.models.base import DomainModel
@@ -30,6 +30,7 @@ def load_trained(ds: str, model: str, expected_cfg: dict, train: Interactions) -
     if (trained["n_users"], trained["n_items"]) != (train.n_users, train.n_items):
         raise PipelineError(f"{cfg_path}: trained on {trained['n_users']} users x {trained['n_items']} items, "
                             f"the dataset now has {train.n_users} x {train.n_items}; re-run pretrain_domain")
+    lineage.check(cfg_path, trained, ds, f"pretrain_domain@{ds}-{model}")
     m = model_class(model)(train.n_users, train.n_items, {k: v for k, v in trained.items() if k != "train"})
     try:
         m.load_state_dict(read_safetensors(ckpt)[0])

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import paths
+from pipeline import lineage, paths
 from pipeline.artifacts import read_json, write_json, write_parquet
 from pipeline.bdlm import PairPrompts, evaluate_drs, load_drs, pair_features
 from pipeline.cli import dataset_parser, run
@@ -44,6 +44,7 @@ def main() -> None:
     if not (folder / "config.json").exists():
         raise PipelineError(f"{folder}: no joint-trained '{name}'; run `dvc repro joint_train@{ds}-{name}`")
     config = read_json(folder / "config.json")
+    lineage.check(folder / "config.json", config, ds, f"joint_train@{ds}-{name}")
     max_len, pooling = config["joint"]["max_len"], config["joint"]["pooling"]
     prompts = paths.prompts(ds, config.get("render", "tokens"))
     valid, test = (pq.read_table(prompts / f"{s}.parquet") for s in ("valid", "test"))

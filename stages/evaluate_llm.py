@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import paths
+from pipeline import lineage, paths
+from pipeline.artifacts import read_json
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
 from pipeline.evaluation import EvalSets, llm_users, stats_config, write_scores
@@ -36,6 +37,8 @@ def main() -> None:
     model_dir = paths.sft(args.dataset, args.variant)
     if not (model_dir / "variant.json").exists():
         raise PipelineError(f"{model_dir}: no fine-tuned '{args.variant}'; run `dvc repro sft@{args.dataset}-{args.variant}`")
+    lineage.check(model_dir / "variant.json", read_json(model_dir / "variant.json"), args.dataset,
+                  f"sft@{args.dataset}-{args.variant}")
     folder = paths.prompts(args.dataset, render(mode))
     valid, test = (pq.read_table(folder / f"{s}.parquet") for s in ("valid", "test"))
     ev = EvalSets.load(args.dataset, candidates=False)  # the same loader and masks as the domain models

@@ -13,7 +13,7 @@ import time
 import pyarrow.parquet as pq
 import torch
 
-from pipeline import paths
+from pipeline import lineage, paths
 from pipeline.artifacts import atomic_dir, read_json, read_safetensors, write_json
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
@@ -39,6 +39,7 @@ def load_tables(ds: str, model_name: str, export: list[str]) -> tuple[dict[str, 
     tables, meta = read_safetensors(path)
     if meta.get("dataset", ds) != ds:
         raise PipelineError(f"{path}: exported for dataset '{meta['dataset']}', not '{ds}'")
+    lineage.check(path, meta, ds, f"export_embeddings@{ds}-{model_name}")
     return tables, str(path)
 
 
@@ -65,7 +66,7 @@ def main() -> None:
     info = expand_vocab(model, tokenizer, n_users, n_items, mode, tables, seed=seed,
                         tables_source=source or "")
     info.update({"dataset": ds, "base": read_json(base / "source.json").get("base"),
-                 "preload_from": preload, "embeddings": source})
+                 "preload_from": preload, "embeddings": source, lineage.KEY: lineage.record(ds)})
     model = model.float()
     rows = model.get_input_embeddings().weight
     if not bool(torch.isfinite(rows).all()):  # never write a model (and a vocab.json) holding NaN

@@ -11,7 +11,7 @@ import json
 
 import torch
 
-from pipeline import paths
+from pipeline import lineage, paths
 from pipeline.artifacts import write_safetensors
 from pipeline.checkpoint import load_trained
 from pipeline.cli import dataset_parser, run
@@ -38,6 +38,7 @@ def main() -> None:
                                 "re-run pretrain_domain")
     meta = {"model": args.model, "dataset": args.dataset, "dim": str(user.shape[1]),
             "params_hash": hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:16]}
+    meta = lineage.stamp(meta, args.dataset, text=True)  # the id maps the rows index (checked by expand_vocab)
     out = paths.embeddings(args.dataset, args.model)
     write_safetensors({"user": user, "item": item}, out, meta)
     print(f"[export_embeddings] {out}: user {tuple(user.shape)}, item {tuple(item.shape)}")

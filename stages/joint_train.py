@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from pipeline import paths
+from pipeline import lineage, paths
 from pipeline.artifacts import atomic_dir, file_digest, read_json, write_json, write_safetensors
 from pipeline.bdlm import (DRS, JointConfig, JointData, JointTrainer, LLMRows, SelectionSet, Sharing,
                            check_id_spaces, initial_projection, save_drs)
@@ -121,6 +121,7 @@ def main() -> None:
     tokens = vocab_mode != "text"
     if tokens:
         check_id_spaces(vocab, str(files["vocab"]), domain_cfg, str(files["domain"]))
+    ids = lineage.check(files["vocab"], vocab, ds, f"expand_vocab@{ds}-{vocab_mode}")
     ev = EvalSets.load(ds, candidates=False)
     domain, trained = load_trained(ds, model_name, domain_configs(params, model_name)[0], ev.train())
     vocab_dir = files["vocab"].parent
@@ -175,7 +176,7 @@ def main() -> None:
               "sharing": ("buffers in the LLM hidden space, initialised from the LLM's <uid>/<iid> rows, written "
                           "by both sides (Algorithm 1)") if tokens else "none (no id tokens: w/o ET)",
               "drs_selected": trainer.selected,
-              "params_hash": params_hash, "base": vocab.get("base")}
+              "params_hash": params_hash, "base": vocab.get("base"), lineage.KEY: ids}
     meta = {"dataset": ds, "experiment": name, "domain_model": model_name, "pooling": cfg.pooling,
             "projection": drs.projection, "params_hash": params_hash}
     with atomic_dir(joint_dir(ds, name)) as tmp:

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from pipeline import paths
+from pipeline import lineage, paths
 from pipeline.artifacts import atomic_dir, write_json
 from pipeline.checkpoint import save_weights
 from pipeline.cli import dataset_parser, run
@@ -31,8 +31,8 @@ def main() -> None:
         history = fit(model, ev.train(), lambda m: valid_score(m, ev), train_cfg,
                       checkpoint=tmp / "model.safetensors", metadata=meta)
         save_weights(model, tmp / "model.safetensors", meta)  # the best weights, now loaded
-        write_json({**model_cfg, "n_users": ev.n_users, "n_items": ev.n_items, "train": train_cfg.__dict__},
-                   tmp / "config.json")
+        write_json(lineage.stamp({**model_cfg, "n_users": ev.n_users, "n_items": ev.n_items,
+                                  "train": train_cfg.__dict__}, args.dataset), tmp / "config.json")
     best = max(history, key=lambda r: r.get("valid", float("-inf")))
     write_json({"dataset": args.dataset, "model": args.model,
                 "train_seconds": round(time.perf_counter() - start, 1), "epochs_run": history[-1]["epoch"],

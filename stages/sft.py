@@ -19,8 +19,8 @@ from contextlib import nullcontext
 import pyarrow.parquet as pq
 import torch
 
-from pipeline import paths
-from pipeline.artifacts import atomic_dir, file_digest, write_json
+from pipeline import lineage, paths
+from pipeline.artifacts import atomic_dir, file_digest, read_json, write_json
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
 from pipeline.llm.base import load_base
@@ -83,9 +83,10 @@ def main() -> None:
     for need, stage in ((vocab_dir, f"expand_vocab@{args.dataset}-{mode}"), (prompts_file, f"build_prompts@{args.dataset}")):
         if not need.exists():
             raise PipelineError(f"{need} missing: run `dvc repro {stage}` first")
+    vocab = read_json(vocab_dir / "vocab.json")
+    ids = lineage.check(vocab_dir / "vocab.json", vocab, args.dataset, f"expand_vocab@{args.dataset}-{mode}")
     prompts, answers = training_pairs(pq.read_table(prompts_file), weights, aux, cfg.seed)
     model, tokenizer = load_base(vocab_dir)
-    vocab = json.loads((vocab_dir / "vocab.json").read_text())
     new_ids = (tokenizer.convert_tokens_to_ids(new_tokens(vocab["n_users"], vocab["n_items"]))
                if mode != "text" else [])
     # resume only into a run with the very same inputs: the key hashes params and input files
@@ -107,7 +108,8 @@ def main() -> None:
                                   new_token_ids=new_ids, output_dir=tmp)
         if main_process:
             write_json({"variant": args.variant, "vocab": mode, "aux": aux, "base": vocab.get("base"),
-                        "n_users": vocab["n_users"], "n_items": vocab["n_items"]}, tmp / "variant.json")
+                        "n_users": vocab["n_users"], "n_items": vocab["n_items"], lineage.KEY: ids},
+                       tmp / "variant.json")
     if not main_process:
         return
     shutil.rmtree(checkpoints, ignore_errors=True)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file, save_file
 
+from pipeline import lineage
 from pipeline.bdlm import (DRS, JointConfig, JointData, JointTrainer, LLMRows, PairPrompts, SelectionSet, Sharing,
                            check_id_spaces, evaluate_drs, initial_projection, llm_features, pair_features,
                            row_distance)
@@ -379,12 +380,14 @@ def make_project(root: Path, vocab_items: int = I) -> None:
     tok.save_pretrained(vocab)
     (vocab / "vocab.json").write_text(json.dumps({
         "n_users": U, "n_items": vocab_items, "first_user_token_id": tok.convert_tokens_to_ids(user_token(0)),
-        "first_item_token_id": tok.convert_tokens_to_ids(item_token(0)), "seed": 2024, "preload_from": "lightgcn"}))
+        "first_item_token_id": tok.convert_tokens_to_ids(item_token(0)), "seed": 2024, "preload_from": "lightgcn",
+        "id_maps": lineage.record("tiny", d / "kcore/tiny")}))
     dom = domain()
     (d / "domain/tiny/lightgcn").mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in dom.state_dict().items()}, str(d / "domain/tiny/lightgcn/model.safetensors"))
     (d / "domain/tiny/lightgcn/config.json").write_text(json.dumps(
-        {"model": "lightgcn", "dim": DIM, "n_layers": 2, "n_users": U, "n_items": I, "train": {}}))
+        {"model": "lightgcn", "dim": DIM, "n_layers": 2, "n_users": U, "n_items": I, "train": {},
+         "id_maps": lineage.record("tiny", d / "kcore/tiny")}))
     params = {"domain": {"train": {"epochs": 1, "lr": 0.01, "weight_decay": 0.0, "patience": 1, "eval_every": 1,
                                    "seed": 1}, "lightgcn": {"dim": DIM, "n_layers": 2}},
               "evaluate_llm": {"max_users": 5, "seed": 3, "batch_size": 4, "mixed_precision": "auto"},

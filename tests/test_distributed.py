@@ -176,3 +176,52 @@ def test_stages_under_two_processes_write_their_outputs_once_and_whole(tmp_path)
     assert leftovers == []
     history = json.loads((tmp_path / "data/metrics/sft/tiny/full.json").read_text())["history"]
     assert len(history) == 2
+
+
+NAN_SCRIPT = """
+import os, sys
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+import torch
+import pipeline.llm.sft as sft
+from pipeline.errors import PipelineError
+from tests.llm_tiny import tiny_llama, tiny_tokenizer
+rank, calls, answer_loss = int(os.environ["RANK"]), [], sft.answer_loss
+def loss(model, batch):  # process 1's second step (and only it) goes NaN
+    calls.append(1)
+    out = answer_loss(model, batch)
+    return out * float("nan") if rank == 1 and len(calls) == 2 else out
+sft.answer_loss = loss
+tok = tiny_tokenizer()
+prompts = [f"User {{i}} has watched movies. Answer:" for i in range(32)]
+answers = ["Yes" if i % 3 else "No" for i in range(32)]
+torch.manual_seed(0)
+try:
+    sft.train(tiny_llama(tok, hidden=16), tok, prompts, answers,
+              sft.SFTConfig(steps=4, batch_size=2, lr=1e-3, warmup_steps=0, max_len=64),
+              output_dir=Path({out!r}) / "model")
+except PipelineError as e:
+    Path({out!r}, f"rank{{rank}}.err").write_text(str(e))
+    sys.exit(2)
+Path({out!r}, f"rank{{rank}}.done").write_text("")
+"""
+
+
+def test_a_nan_loss_on_one_process_stops_every_process_with_the_error(tmp_path):
+    """Under data parallelism the finiteness check is collective: a NaN on process 1 alone stops
+    both at the same step with the same error (a raise on process 1 alone left process 0
+    waiting for it in the next gradient all-reduce), and no model is written."""
+    script = tmp_path / "nan.py"
+    script.write_text(NAN_SCRIPT.format(repo=str(REPO), out=str(tmp_path)))
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
+                         cwd=REPO, capture_output=True, text=True, timeout=180,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"})
+    assert res.returncode != 0
+    errors = {r: (tmp_path / f"rank{r}.err").read_text() for r in range(2) if (tmp_path / f"rank{r}.err").exists()}
+    assert sorted(errors) == [0, 1], res.stderr[-3000:]
+    for r, message in errors.items():
+        assert message.startswith("sft: training loss is not finite on process 1 of 2 "
+                                  f"(this is process {r}: ["), message
+        assert "at step 2 of 4" in message and "stopped on every process, nothing was written" in message
+    assert "[nan]" in errors[1] and "[nan]" not in errors[0]
+    assert not list(tmp_path.glob("rank*.done")) and not (tmp_path / "model").exists()

@@ -5,6 +5,7 @@ The one test that needs the real SmolLM2 wheel is marked slow.
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -263,6 +264,7 @@ def test_expand_vocab_stage_writes_a_reloadable_model(mode, tmp_path, monkeypatc
     import yaml
     from safetensors.torch import save_file
 
+    from pipeline import lineage
     from stages import expand_vocab as stage
 
     monkeypatch.chdir(tmp_path)
@@ -274,7 +276,8 @@ def test_expand_vocab_stage_writes_a_reloadable_model(mode, tmp_path, monkeypatc
     pq.write_table(pa.table({"iid": pa.array(range(I), pa.int32())}), kc / "items.parquet")
     emb = tmp_path / "data/embeddings/toy/lightgcn.safetensors"
     emb.parent.mkdir(parents=True)
-    save_file(tables(16), str(emb), metadata={"dataset": "toy", "model": "lightgcn", "dim": "16"})
+    save_file(tables(16), str(emb), metadata={"dataset": "toy", "model": "lightgcn", "dim": "16",
+                                              "id_maps": json.dumps(lineage.record("toy", kc))})
     model, tok = build("llama")
     save_base(model, tok, tmp_path / "data/llm/base", {"kind": "local", "base": "tiny"})
     monkeypatch.setattr(sys, "argv", ["expand_vocab", "toy", mode])

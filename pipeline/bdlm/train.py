@@ -268,7 +268,17 @@ class JointTrainer:
             with torch.no_grad():
                 ml = self._ml(self.rows.rows, ids) if self.tables else torch.zeros(())
             loss = task
-        _finite(loss, "LLM", step, task, ml)
+        # every process checks every process's loss: one raising alone would leave the others
+        # waiting in the next collective (the same as pipeline.llm.sft.check_finite)
+        bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=self.device)
+        if self.acc.num_processes > 1:
+            bad = self.acc.gather(bad)
+        if bad.any():
+            where = [int(r) for r in torch.nonzero(bad.flatten()).flatten()]
+            raise PipelineError(f"joint training: the LLM loss is not finite on process(es) {where} at step {step + 1} "
+                                f"(this process: task loss {task.item()}, mutual-learning loss {ml.item()}); stopped "
+                                "on every process before the update, nothing written: lower the lr or lambda, or "
+                                "check the inputs")
         self.acc.backward(loss)
         self.llm_opt.step()
         self.llm_opt.zero_grad()

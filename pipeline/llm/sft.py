@@ -185,10 +185,7 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
                 opt.step()
                 opt.zero_grad()
             losses.append(loss.item())
-        if not np.isfinite(losses).all():
-            # every later step would train on NaN weights: stop with nothing written
-            raise PipelineError(f"sft: training loss is {losses} at step {step + 1} of {cfg.steps} (lr {cfg.lr}); "
-                                "stopped, nothing was written. Lower sft.lr or check the prompts")
+        check_finite(acc, losses, step, cfg)
         sched.step()
         history.append({"step": step + 1, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0]})
         bar.update(loss=f"{history[-1]['loss']:.3f}")
@@ -212,3 +209,19 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
     model.eval()
     return model, history, {"samples": len(enc.input_ids), "truncated": enc.truncated,
                             "precision": acc.mixed_precision, "config": asdict(cfg)}
+
+
+def check_finite(acc: Accelerator, losses: list[float], step: int, cfg: SFTConfig) -> None:
+    """Stop every process together when the loss of any one is not finite: every later step
+    would train on NaN weights, so the run stops with nothing written. The verdict is
+    collective (a gather of each process's flag): a process raising alone left the others
+    waiting for it in the next collective (the gradient all-reduce, a checkpoint barrier)."""
+    bad = torch.tensor([0.0 if np.isfinite(losses).all() else 1.0], device=acc.device)
+    flags = acc.gather(bad).flatten().tolist()
+    if any(flags):
+        where = ", ".join(str(r) for r, f in enumerate(flags) if f)
+        what = (f"not finite on process {where} of {len(flags)} (this is process {acc.process_index}: {losses})"
+                if len(flags) > 1 else f"{losses}")
+        raise PipelineError(f"sft: training loss is {what} at step {step + 1} of {cfg.steps} (lr {cfg.lr}); "
+                            f"stopped{' on every process' if len(flags) > 1 else ''}, nothing was written. "
+                            "Lower sft.lr or check the prompts")

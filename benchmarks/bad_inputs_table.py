@@ -1,0 +1,141 @@
+"""The bad-input table of issue #14 (docs/bad-inputs.md), generated from the tests themselves.
+
+Runs every case of tests/test_bad_inputs.py and tests/test_lineage.py (each parametrisation
+is one case) under pytest and records what the user sees in each: the message of every
+error a test expects (`pytest.raises`), and the `error:` lines a stage run as a subprocess
+(or the flow) prints. Families are the file's section headings. Temp paths are shortened
+to what they are relative to the project root. Writes the markdown table to stdout:
+
+    PYTHONPATH=. python benchmarks/bad_inputs_table.py > docs/bad-inputs.md
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FILES = ["tests/test_bad_inputs.py", "tests/test_lineage.py"]
+TMP = re.compile(r"/tmp/(?:pytest-of-[^/\s]+/pytest-\d+/[^/\s]+|tmp\w+)/(?:p/)?")
+PID = re.compile(r"pid \d+")
+
+
+def families() -> dict[str, str]:
+    """test function -> the section heading above it (test_lineage.py: one family)."""
+    out, family = {}, None
+    for line in (REPO / FILES[0]).read_text().splitlines():
+        if m := re.match(r"# --- (.*?) -+$", line):
+            family = m.group(1)
+        elif m := re.match(r"def (test_\w+)", line):
+            out[m.group(1)] = family
+    for line in (REPO / FILES[1]).read_text().splitlines():
+        if m := re.match(r"def (test_\w+)", line):
+            out[m.group(1)] = "6. lineage: artifacts built on other id maps"
+    return out
+
+
+def error_lines(text: str) -> list[str]:
+    """The `error: ...` messages a stage (cli.run), argparse or the flow prints, each with its
+    indented continuation lines (the config layer lists one problem a line)."""
+    out = []
+    for line in (text or "").splitlines():
+        if m := re.match(r"^(?:\S+: )?error: (.*)$", line.strip()):
+            out.append(m.group(1))
+        elif out and line.startswith("  ") and line.strip():
+            out[-1] += "\n" + line
+    return out
+
+
+class Recorder:
+    """A pytest plugin: per test, the messages the user would see, and the outcome."""
+
+    def __init__(self):
+        self.cases: dict[str, dict] = {}
+        self.current: list[str] = []
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item):
+        self.current = []
+
+    def pytest_runtest_logreport(self, report):
+        if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+            self.cases[report.nodeid] = {"outcome": report.outcome, "messages": list(self.current)}
+
+    def patch(self):
+        rec = self
+        raises, run = pytest.raises, subprocess.run
+
+        @contextlib.contextmanager
+        def recording_raises(*args, **kwargs):
+            with raises(*args, **kwargs) as info:
+                yield info
+            rec.current.append(str(info.value))
+
+        def recording_run(*args, **kwargs):
+            res = run(*args, **kwargs)
+            if isinstance(res.stderr, str):
+                rec.current.extend(error_lines(res.stderr))
+            return res
+
+        from _pytest.capture import CaptureFixture
+        readouterr = CaptureFixture.readouterr
+
+        def recording_readouterr(fixture):
+            res = readouterr(fixture)
+            rec.current.extend(error_lines(res.err) + error_lines(res.out))
+            return res
+
+        pytest.raises, subprocess.run, CaptureFixture.readouterr = recording_raises, recording_run, recording_readouterr
+
+
+def cell(text: str) -> str:
+    text = PID.sub("pid <pid>", TMP.sub("", text))
+    text = text.replace(str(REPO) + "/", "")
+    return "`` " + text.replace("\n", " ").replace("|", "\\|") + " ``"
+
+
+def main() -> int:
+    rec = Recorder()
+    rec.patch()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # pytest's own report; the table alone goes to stdout
+        code = pytest.main(["-q", "-p", "no:cacheprovider", "-m", "not gpu", "--no-header", "-rN", *FILES],
+                           plugins=[rec])
+    print(f"pytest: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    fam = families()
+    rows, counts = [], Counter()
+    for nodeid, case in rec.cases.items():
+        func = nodeid.split("::")[-1].split("[")[0]
+        param = nodeid.split("[", 1)[1][:-1] if "[" in nodeid else ""
+        family = fam.get(func, "?")
+        counts[family] += 1
+        seen = list(dict.fromkeys(m for m in case["messages"] if m))
+        sees = "<br>".join(cell(m) for m in seen[:3]) + (f" (+{len(seen) - 3} more)" if len(seen) > 3 else "")
+        if not seen:
+            sees = "(no error expected: the test checks the accepted input, the kept files or the recovery)"
+        name = func.removeprefix("test_").replace("_", " ") + (f" `[{param[:50]}]`" if param else "")
+        rows.append((family, name, case["outcome"], sees))
+    print("# Bad inputs: what the user sees\n")
+    print("Generated by `PYTHONPATH=. python benchmarks/bad_inputs_table.py > docs/bad-inputs.md` from the cases "
+          f"of {' and '.join(f'`{f}`' for f in FILES)} (one row per test case, {len(rows)} cases, "
+          f"{sum(r[2] == 'passed' for r in rows)} passed). "
+          "\"What the user sees\" is each message the case expects: a stage prints it as `error: <message>` "
+          "and exits with code 2. Every case also asserts that the user's files and the outputs are unchanged "
+          "where it applies. Temp paths are shown relative to the project root.\n")
+    print("| family | cases |\n|---|---|")
+    for family, n in counts.items():
+        print(f"| {family} | {n} |")
+    print("\n| family | case | result | what the user sees |\n|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
