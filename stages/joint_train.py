@@ -169,7 +169,7 @@ def main() -> None:
     config = {"dataset": ds, "experiment": name, "domain_model": model_name, "domain_config": trained,
               "vocab": vocab_mode, "render": VOCABS[vocab_mode],
               "lambda": cfg.lam, "joint": asdict(cfg), "task_weights": weights, "aux": aux,
-              "n_users": vocab["n_users"], "n_items": vocab["n_items"], "hidden_size": hidden,
+              "n_users": ev.n_users, "n_items": ev.n_items, "hidden_size": hidden,
               "domain_dim": drs.dim, "pair_feature_dim": drs.feature_dim, "projection": drs.projection,
               "projection_init_scale": scale, "llm_preloaded_from": vocab.get("preload_from"),
               "llm_vocab_projection": vocab.get("projection"),

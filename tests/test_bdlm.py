@@ -378,6 +378,15 @@ def make_project(root: Path, vocab_items: int = I) -> None:
     vocab = d / "llm/tiny/vocab/pe"
     llm.save_pretrained(vocab)
     tok.save_pretrained(vocab)
+    # w/o ET's LLM: no id tokens (the prompts' ids are text to it; which words does not matter here)
+    text_tok = tiny_tokenizer()
+    text_vocab = d / "llm/tiny/vocab/text"
+    tiny_llama(text_tok, hidden=HIDDEN).save_pretrained(text_vocab)
+    text_tok.save_pretrained(text_vocab)
+    (text_vocab / "vocab.json").write_text(json.dumps({"mode": "text", "id_maps": lineage.record("tiny", d / "kcore/tiny")}))
+    (d / "prompts/tiny/text").mkdir(parents=True)
+    for f in (d / "prompts/tiny/tokens").iterdir():
+        (d / "prompts/tiny/text" / f.name).write_bytes(f.read_bytes())
     (vocab / "vocab.json").write_text(json.dumps({
         "n_users": U, "n_items": vocab_items, "first_user_token_id": tok.convert_tokens_to_ids(user_token(0)),
         "first_item_token_id": tok.convert_tokens_to_ids(item_token(0)), "seed": 2024, "preload_from": "lightgcn",
@@ -395,7 +404,7 @@ def make_project(root: Path, vocab_items: int = I) -> None:
               "joint": {"experiments": ["bdlm"], "lambda": 0.1,
                         "train": {**{k: v for k, v in CFG.__dict__.items() if k != "lam"}, "steps": 2,
                                   "task_weights": {"interaction": 1.0, "topk": 1.0}, "aux": False},
-                        "experiment": {"bdlm": {"model": "lightgcn"}}}}
+                        "experiment": {"bdlm": {"model": "lightgcn"}, "wo_et": {"model": "lightgcn", "vocab": "text"}}}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
@@ -431,6 +440,25 @@ def test_stages_train_and_evaluate_a_tiny_project(tmp_path, monkeypatch):
     for side in ("llm", "drs"):  # per-user outcomes for the report's paired tests, on the same 5 users
         t = pq.read_table(tmp_path / f"data/outcomes/joint/tiny/bdlm-{side}.parquet")
         assert len(set(t["uid"].to_pylist())) == 5
+
+
+def test_without_id_tokens_the_same_trainer_runs_with_no_sharing_module(tmp_path, monkeypatch):
+    """w/o ET through the joint trainer: text ids, no M and no L_ml, the DRS still reads h."""
+    from stages import evaluate_joint, joint_train
+
+    make_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    stage(monkeypatch, joint_train, "tiny", "wo_et")
+    out = tmp_path / "data/joint/tiny/wo_et"
+    assert {p.name for p in out.iterdir()} == {"llm", "drs.safetensors", "config.json"}
+    config = json.loads((out / "config.json").read_text())
+    assert (config["vocab"], config["render"], config["projection"]) == ("text", "text", "none (no sharing module)")
+    curve = json.loads((tmp_path / "data/metrics/joint_train/tiny/wo_et.json").read_text())
+    assert all(h["llm_ml"] == 0 and h["drs_ml"] == 0 for h in curve["history"])
+    assert curve["sharing_writes_this_run"] == {"llm": 0, "drs": 0}
+    stage(monkeypatch, evaluate_joint, "tiny", "wo_et")
+    m = json.loads((tmp_path / "data/metrics/joint/tiny/wo_et.json").read_text())
+    assert m["vocab"] == "text" and "HR@1" in m["drs"]["topk"]
 
 
 def test_stage_errors_leave_no_artifact(tmp_path, monkeypatch):
