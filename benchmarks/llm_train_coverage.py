@@ -2,6 +2,7 @@
 
     python benchmarks/llm_train_coverage.py                      # params.yaml, ml-100k
     python benchmarks/llm_train_coverage.py --set prompts.train_users=all --set prompts.max_train_users=300
+    python benchmarks/llm_train_coverage.py --profile paper-ml1m --dataset ml-1m
 
 Builds the training prompts in memory exactly as build_prompts does (from data/split,
 data/negatives and data/kcore of the dataset), takes the rows sft's `training_pairs` keeps for
@@ -80,10 +81,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="ml-100k")
     p.add_argument("--params", default="params.yaml")
+    p.add_argument("--profile", default=None, help="apply profiles/<name>.yaml first (pipeline.profile)")
     p.add_argument("--set", action="append", default=[], help="dotted.key=yaml-value override")
     p.add_argument("--no-aux", action="store_true", help="the variant without the auxiliary tasks")
     args = p.parse_args()
     params = yaml.safe_load(Path(args.params).read_text())
+    if args.profile:
+        from pipeline import profile
+
+        params = profile.apply(params, profile.load(args.profile, Path(__file__).resolve().parents[1] / "profiles"))
     for a in args.set:
         apply_set(params, a)
     validate_params(params, args.params)
