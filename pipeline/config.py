@@ -38,6 +38,8 @@ Alpha = Annotated[float, Field(ge=0, le=10)]
 Precision = Literal["auto", "no", "bf16"]
 Task = Literal["interaction", "topk", "retrieval", "ranking", "rating", "mim", "bpr", "mlm"]
 TaskWeights = dict[Task, Annotated[float, Field(ge=0)]]
+# rec tasks the LLM rows are scored on that have training prompts (ranking's train prompt is retrieval's)
+SCORED_TASKS = ("interaction", "topk", "retrieval", "rating")
 
 # pipeline/models/registry.py MODELS (not imported: it pulls in torch for every stage's start;
 # tests/test_bad_inputs.py checks the two agree)
@@ -222,6 +224,9 @@ class Prompts(Section):
     max_history_chars: Optional[Positive] = None
     mlm_max_words: Positive = None
     mlm_max_items: Optional[Positive] = None
+    train_users: Literal["all", "eval_first"] = None
+    train_topk_sampler: Literal["eval", "popularity"] = None
+    user_token_at_answer: bool = None
 
 
 class Orchestration(Section):
@@ -260,6 +265,15 @@ class _LlmTraining(_Warmup):
     seed: Seed = None
     mixed_precision: Precision = None
     task_weights: TaskWeights = None
+
+    @field_validator("task_weights")
+    @classmethod
+    def _scores_something(cls, value):
+        # a mix of auxiliary tasks only trains nothing evaluate_llm / evaluate_joint scores
+        if value is not None and not any(value.get(t, 0) > 0 for t in SCORED_TASKS):
+            raise ValueError(f"no scored task has a weight > 0 (scored: {', '.join(SCORED_TASKS)}; "
+                             f"mim/bpr/mlm are auxiliary): the run would train nothing that is evaluated")
+        return value
 
 
 class Sft(_LlmTraining):

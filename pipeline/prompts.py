@@ -11,11 +11,19 @@ negatives, which words are masked) and rendered twice: `tokens` (`<uid_k>`/`<iid
 `text` ("user k"/"item k"), so both renders hold the same samples. Ids are always written
 through pipeline.llm.tokens.
 
-Leakage: train rows are a function of the train split alone: the user's training items
-(history, targets, MIM) and negatives drawn from items outside the user's training items
-(a held-out item may be drawn as a negative, exactly as when it is unknown); valid rows
-condition on train items, test rows on train + valid. `check_leakage` verifies this on every
-build.
+Leakage: train rows show the user's training items only (history, targets, MIM); their
+negatives are drawn, as the evaluation sets' are, from items the user never interacted with in
+any split, so a held-out valid/test item never appears in a training prompt, not even as a
+negative. Valid rows condition on train items, test rows on train + valid. `check_leakage`
+verifies this on every build.
+
+Which users the training prompts cover (`train_users`): `all` draws `max_train_users` of every
+user; `eval_first` takes the users evaluate_llm scores (evaluate_llm.max_users / seed) first
+and fills the rest of `max_train_users` with a seeded draw of the others, so a small training
+budget is spent on the users the LLM rows are measured on. Training top-K candidate sets
+(`train_topk_sampler`): `eval` draws them with the evaluation sets' sampler (negatives.*:
+text-similar negatives around the user's history before the target + popularity), `popularity`
+with popularity alone.
 """
 from __future__ import annotations
 
@@ -29,7 +37,8 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
 from pipeline.llm.tokens import item_text, user_text
-from pipeline.negatives import Forbidden, candidate_sets, draw_negatives, popularity_weights
+from pipeline.negatives import (Forbidden, NegativesConfig, candidate_sets, draw_negatives, history_pool,
+                                 popularity_weights)
 
 SPLITS = ("train", "valid", "test")
 RENDERS = ("tokens", "text")
@@ -39,6 +48,8 @@ TASKS = REC_TASKS + AUX_TASKS
 FAMILY = {**{t: "rec" for t in REC_TASKS}, **{t: "aux" for t in AUX_TASKS}}
 MASK = "[MASK]"
 EVAL_SETS = ("topk", "ranking", "binary")
+TRAIN_USERS = ("all", "eval_first")
+TRAIN_TOPK_SAMPLERS = ("eval", "popularity")
 
 SCHEMA = pa.schema([
     ("task", pa.string()), ("family", pa.string()), ("prompt", pa.string()), ("answer", pa.string()),
@@ -64,6 +75,9 @@ class PromptsConfig:
     max_history_chars: int | None = 400
     mlm_max_words: int = 32
     mlm_max_items: int | None = None
+    train_users: str = "all"
+    train_topk_sampler: str = "popularity"
+    user_token_at_answer: bool = False
 
     def __post_init__(self):
         def need(ok: bool, key: str, what: str):
@@ -79,6 +93,9 @@ class PromptsConfig:
         need(self.max_history_chars is None or self.max_history_chars >= 1, "max_history_chars", ">= 1 or null")
         need(self.mlm_max_words >= 2, "mlm_max_words", ">= 2")
         need(self.mlm_max_items is None or self.mlm_max_items >= 0, "mlm_max_items", ">= 0 or null")
+        need(self.train_users in TRAIN_USERS, "train_users", f"one of {', '.join(TRAIN_USERS)}")
+        need(self.train_topk_sampler in TRAIN_TOPK_SAMPLERS, "train_topk_sampler",
+             f"one of {', '.join(TRAIN_TOPK_SAMPLERS)}")
 
 
 @dataclass(frozen=True)
@@ -216,8 +233,12 @@ def _recent(seq: np.ndarray, n: int) -> list[int]:
     return [int(x) for x in seq[max(0, len(seq) - n):]]
 
 
-def build_specs(inputs: Inputs, cfg: PromptsConfig) -> tuple[dict[str, list[Spec]], dict]:
-    """All samples per split (render-independent) and build statistics."""
+def build_specs(inputs: Inputs, cfg: PromptsConfig, eval_users: np.ndarray | None = None,
+                sampler: NegativesConfig | None = None, vectors=None) -> tuple[dict[str, list[Spec]], dict]:
+    """All samples per split (render-independent) and build statistics. `eval_users`: the users
+    evaluate_llm scores (needed by train_users eval_first); `sampler`: the evaluation sets'
+    negatives config (needed by train_topk_sampler eval; `vectors` its item text vectors, built
+    from the titles when not given)."""
     for s in SPLITS:
         _require(inputs.splits[s], ("uid", "iid"), f"split {s}.parquet")
     for name, t in inputs.sets.items():
@@ -233,7 +254,9 @@ def build_specs(inputs: Inputs, cfg: PromptsConfig) -> tuple[dict[str, list[Spec
 
     seqs = {s: _sequences(inputs.splits[s]) for s in SPLITS}
     train_items, train_ratings = seqs["train"]
-    specs = {"train": _train_specs(inputs, cfg, train_items, train_ratings, n_items, has_rating),
+    train_stats: dict = {}
+    specs = {"train": _train_specs(inputs, cfg, train_items, train_ratings, n_items, has_rating,
+                                   eval_users, sampler, titles, vectors, train_stats),
              "valid": [], "test": []}
     specs["train"] += _mlm_specs(titles, descs, cfg)
     for s in ("valid", "test"):
@@ -251,18 +274,91 @@ def build_specs(inputs: Inputs, cfg: PromptsConfig) -> tuple[dict[str, list[Spec
         for u, it in seqs[s][0].items():
             heldout.setdefault(u, set()).update(int(x) for x in it)
     check_leakage(specs, heldout, {u: {int(x) for x in it} for u, it in seqs["test"][0].items()})
+    train_users = {sp.uid for sp in specs["train"] if sp.uid >= 0}
     stats = {"rating_task": {"enabled": has_rating, "reason": rating_reason},
-             "train_users": len({sp.uid for sp in specs["train"] if sp.uid >= 0}),
-             "n_items": n_items}
+             "train_users": len(train_users), "n_items": n_items, **train_stats}
+    if eval_users is not None:
+        stats["evaluated_users"] = int(len(eval_users))
+        stats["evaluated_users_in_train"] = int(len(train_users & {int(u) for u in eval_users}))
     return specs, stats
 
 
-def _train_specs(inputs: Inputs, cfg: PromptsConfig, train_items: dict[int, np.ndarray],
-                 train_ratings: dict[int, np.ndarray], n_items: int, has_rating: bool) -> list[Spec]:
-    eligible = np.array(sorted(u for u, it in train_items.items() if len(it) >= 2), dtype=np.int64)
+def _train_users(cfg: PromptsConfig, eligible: np.ndarray, eval_users: np.ndarray | None,
+                 stats: dict) -> np.ndarray:
+    """The users whose training samples are written (prompts.train_users, module docstring)."""
     rng = np.random.default_rng([cfg.seed, 0])
-    if cfg.max_train_users is not None and len(eligible) > cfg.max_train_users:
-        eligible = np.sort(rng.choice(eligible, cfg.max_train_users, replace=False))
+    cap = cfg.max_train_users
+    stats["train_users_rule"] = cfg.train_users
+    if cfg.train_users == "all":
+        if cap is not None and len(eligible) > cap:
+            eligible = np.sort(rng.choice(eligible, cap, replace=False))
+        return eligible
+    if eval_users is None:
+        raise PipelineError("params.yaml: prompts.train_users is eval_first, but the evaluated users "
+                            "(evaluate_llm.max_users / seed) were not given")
+    first = np.intersect1d(eligible, np.asarray(eval_users, dtype=np.int64))
+    rest = np.setdiff1d(eligible, first)
+    if cap is None:
+        return eligible
+    if len(first) == cap:
+        return first
+    if len(first) > cap:  # more evaluated users than the cap: a seeded subset of them
+        stats["train_users_note"] = (f"prompts.max_train_users {cap} < {len(first)} evaluated users: "
+                                     f"only {cap} of them get training prompts")
+        return np.sort(rng.choice(first, cap, replace=False))
+    fill = rng.choice(rest, min(cap - len(first), len(rest)), replace=False)
+    return np.sort(np.concatenate([first, fill]))
+
+
+def _train_topk_negatives(cfg: PromptsConfig, rng: np.random.Generator, uids: np.ndarray, pos: np.ndarray,
+                          before: list[np.ndarray], forbidden: Forbidden, n_items: int, train_iids: np.ndarray,
+                          sampler: NegativesConfig | None, titles: list[str], vectors,
+                          stats: dict) -> tuple[np.ndarray, np.ndarray]:
+    """[rows, train_topk_negatives] negatives and the text-drawn count per row. `before[r]`: the
+    user's training items before row r's target (oldest first), the history its text pool is
+    anchored on, as the evaluation sets anchor theirs on the items before the held-out one."""
+    m = cfg.train_topk_negatives
+    stats["train_topk_sampler"] = cfg.train_topk_sampler
+    if cfg.train_topk_sampler == "popularity":
+        pop_cdf = popularity_weights(train_iids, n_items, cfg.popularity_alpha)
+        return draw_negatives(rng, uids, m, forbidden, pop_cdf, None, 0)
+    if sampler is None:
+        raise PipelineError("params.yaml: prompts.train_topk_sampler is eval, but no negatives config was given")
+    pop_cdf = popularity_weights(train_iids, n_items, sampler.popularity_alpha)
+    n_text = int(round(sampler.text_fraction * m))
+    pool = None
+    if n_text > 0 and len(uids):
+        from pipeline.negatives import text_vectors
+        from pipeline.textsim import topk_neighbors
+
+        if sampler.text_anchor == "positive":
+            anchors = pos[:, None].astype(np.int64)
+        else:
+            h = sampler.text_history
+            anchors = np.full((len(uids), h), -1, dtype=np.int64)
+            for r, b in enumerate(before):
+                tail = np.asarray(b[max(0, len(b) - h):], dtype=np.int64)
+                if len(tail):
+                    anchors[r, h - len(tail):] = tail
+        if vectors is None:
+            vectors = text_vectors(titles, sampler)
+        uniq = np.unique(anchors[anchors >= 0])
+        nb = (topk_neighbors(vectors, uniq, sampler.text_pool) if len(uniq)
+              else np.zeros((0, sampler.text_pool), np.int64))
+        pool = history_pool(anchors, lambda items: nb[np.searchsorted(uniq, items)], sampler.text_pool)
+    negs, n_from_text = draw_negatives(rng, uids, m, forbidden, pop_cdf, pool, n_text)
+    stats["train_topk_text_anchor"] = sampler.text_anchor
+    stats["train_topk_mean_text_negatives"] = float(np.mean(n_from_text)) if len(uids) else 0.0
+    return negs, n_from_text
+
+
+def _train_specs(inputs: Inputs, cfg: PromptsConfig, train_items: dict[int, np.ndarray],
+                 train_ratings: dict[int, np.ndarray], n_items: int, has_rating: bool,
+                 eval_users: np.ndarray | None = None, sampler: NegativesConfig | None = None,
+                 titles: list[str] | None = None, vectors=None, stats: dict | None = None) -> list[Spec]:
+    stats = {} if stats is None else stats
+    eligible = np.array(sorted(u for u, it in train_items.items() if len(it) >= 2), dtype=np.int64)
+    eligible = _train_users(cfg, eligible, eval_users, stats)
     t_uid, t_pos, t_iid, t_rating = [], [], [], []
     for u in eligible.tolist():
         seq = train_items[u]
@@ -275,16 +371,17 @@ def _train_specs(inputs: Inputs, cfg: PromptsConfig, train_items: dict[int, np.n
         return []
     uids = np.asarray(t_uid, dtype=np.int64)
     pos = np.asarray(t_iid, dtype=np.int64)
-    # Training negatives exclude the user's *training* items only, as the domain models' samplers
-    # do: excluding valid/test items too would let the held-out items shape the training inputs
-    # (which items can be drawn, and the random stream after them).
-    train = inputs.splits["train"]
-    forbidden = Forbidden(train["uid"].to_numpy(), train["iid"].to_numpy(), n_items)
-    pop_cdf = popularity_weights(inputs.splits["train"]["iid"].to_numpy().astype(np.int64), n_items,
-                                 cfg.popularity_alpha)
+    # Training negatives are drawn, as the evaluation sets' are, from items the user never
+    # interacted with in any split: a held-out item is never shown in a training prompt.
+    forbidden = Forbidden(np.concatenate([inputs.splits[s]["uid"].to_numpy() for s in SPLITS]),
+                          np.concatenate([inputs.splits[s]["iid"].to_numpy() for s in SPLITS]), n_items)
+    train_iids = inputs.splits["train"]["iid"].to_numpy().astype(np.int64)
+    pop_cdf = popularity_weights(train_iids, n_items, cfg.popularity_alpha)
     rng_topk = np.random.default_rng([cfg.seed, 1])
-    negs, _ = draw_negatives(rng_topk, uids, cfg.train_topk_negatives, forbidden, pop_cdf, None, 0)
-    topk = candidate_sets(uids, pos, negs, np.zeros(len(uids), dtype=np.int16), rng_topk)
+    before = [train_items[u][:j] for u, j in zip(t_uid, t_pos)]
+    negs, n_text = _train_topk_negatives(cfg, rng_topk, uids, pos, before, forbidden, n_items, train_iids,
+                                         sampler, titles or [], vectors, stats)
+    topk = candidate_sets(uids, pos, negs, n_text.astype(np.int16), rng_topk)
     topk_cands = topk["candidates"].to_pylist()
     topk_label = topk["label_index"].to_pylist()
     rng_int = np.random.default_rng([cfg.seed, 2])
@@ -374,10 +471,8 @@ def _eval_specs(split: str, sets: dict[str, pa.Table], target_items: dict[int, n
 
 def check_leakage(specs: dict[str, list[Spec]], heldout: dict[int, set[int]],
                   test_items: dict[int, set[int]]) -> None:
-    """A user's valid/test items never shown as a known interaction in their train rows (not a
-    target, a positive, a history item); the test item never anywhere in valid rows. A train
-    row may hold a held-out item as a *negative*: negatives are drawn from outside the user's
-    training items only, independently of what is held out."""
+    """A user's valid/test items never anywhere in their train rows (not a target, a positive, a
+    history item, a candidate nor a negative); the test item never anywhere in valid rows."""
     for split, banned in (("train", heldout), ("valid", test_items)):
         for sp in specs[split]:
             if sp.uid < 0:
@@ -385,15 +480,10 @@ def check_leakage(specs: dict[str, list[Spec]], heldout: dict[int, set[int]],
             bad = banned.get(sp.uid)
             if not bad:
                 continue
-            if split == "train":
-                shown = set(sp.history) | ({sp.iid} if sp.label != 0 else set())
-                if sp.label_index >= 0:
-                    shown.add(sp.candidates[sp.label_index])
-            else:
-                shown = {sp.iid, *sp.history, *sp.candidates}
+            shown = {sp.iid, *sp.history, *sp.candidates}
             if bad & shown:
                 raise PipelineError(f"leakage: a {split} {sp.task} sample of uid {sp.uid} holds one of its "
-                                    f"held-out items {sorted(bad)}")
+                                    f"held-out items {sorted(bad & shown)}")
 
 
 # ---------------------------------------------------------------- rendering
@@ -473,7 +563,18 @@ class Renderer:
             answer = self.item(sp.iid)
         else:  # pragma: no cover - specs only hold known tasks
             raise PipelineError(f"unknown task {sp.task!r}")
-        return f"{head} {q} Answer:", answer, truncated, prefix
+        tail = user_at_answer(self.user(sp.uid)) if self.cfg.user_token_at_answer else "Answer:"
+        return f"{head} {q} {tail}", answer, truncated, prefix
+
+
+def user_at_answer(user: str) -> str:
+    """The prompt's closing words under prompts.user_token_at_answer: the user ("User <uid_3>",
+    "User 3") named again right before the answer position, whose hidden state the answer is
+    read from ("... Answer for user <uid_3>:"), so that state can attend to the user's token at
+    a distance of one; the default ends with "Answer:" and names the user only at the start.
+    Interaction rows keep "Answer:": their prompt is the pair prompt, prefix + the item's
+    suffix, which BDLM's DRS reads for any item and so cannot name the user after the item."""
+    return f"Answer for {user[:1].lower() + user[1:]}:"
 
 
 def render_table(specs: list[Spec], renderer: Renderer) -> tuple[pa.Table, dict]:
@@ -518,9 +619,11 @@ def item_tables(inputs: Inputs, cfg: PromptsConfig, dataset: str) -> dict[str, p
     return out
 
 
-def build_all(inputs: Inputs, cfg: PromptsConfig, dataset: str) -> tuple[dict[str, dict[str, pa.Table]], dict]:
-    """{render: {split: table}} and the metrics for data/metrics/prompts/<ds>.json."""
-    specs, build_stats = build_specs(inputs, cfg)
+def build_all(inputs: Inputs, cfg: PromptsConfig, dataset: str, eval_users: np.ndarray | None = None,
+              sampler: NegativesConfig | None = None) -> tuple[dict[str, dict[str, pa.Table]], dict]:
+    """{render: {split: table}} and the metrics for data/metrics/prompts/<ds>.json
+    (`eval_users`, `sampler`: build_specs)."""
+    specs, build_stats = build_specs(inputs, cfg, eval_users, sampler)
     titles, _ = item_texts(inputs.items, -1, "items.parquet")
     domain = domain_for(dataset)
     tables: dict[str, dict[str, pa.Table]] = {}

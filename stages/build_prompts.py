@@ -3,11 +3,14 @@
 (row, item) is the row's pair_prefix + the item's pair_suffix, read by BDLM's DRS)."""
 from __future__ import annotations
 
+import numpy as np
+
 from pipeline import paths
 from pipeline.artifacts import atomic_dir, write_json, write_parquet
 from pipeline.cli import dataset_parser, run
 from pipeline.params import get, load_params, section
 from pipeline.prompts import RENDERS, SPLITS, PromptsConfig, build_all, item_tables, load_inputs
+from stages.negatives import config as negatives_config
 
 
 def config(params: dict) -> PromptsConfig:
@@ -24,15 +27,30 @@ def config(params: dict) -> PromptsConfig:
                          popularity_alpha=float(g("popularity_alpha", (int, float))),
                          max_history_chars=g("max_history_chars", opt_int),
                          mlm_max_words=g("mlm_max_words", int),
-                         mlm_max_items=g("mlm_max_items", opt_int))
+                         mlm_max_items=g("mlm_max_items", opt_int),
+                         train_users=g("train_users", str),
+                         train_topk_sampler=g("train_topk_sampler", str),
+                         user_token_at_answer=g("user_token_at_answer", bool))
+
+
+def evaluated_users(params: dict, test) -> np.ndarray:
+    """The users evaluate_llm scores (evaluate_llm.max_users / seed; pipeline.evaluation.user_subset)."""
+    from pipeline.evaluation import user_subset
+
+    sec = section(params, "evaluate_llm")
+    return user_subset(test, get(sec, "max_users", (int, type(None)), "evaluate_llm"),
+                       get(sec, "seed", int, "evaluate_llm"))
 
 
 def main() -> None:
     args = dataset_parser(__doc__).parse_args()
-    cfg = config(load_params(args.params))
+    params = load_params(args.params)
+    cfg = config(params)
     ds = args.dataset
     inputs = load_inputs(paths.split(ds), paths.negatives(ds), paths.kcore(ds) / "items.parquet")
-    tables, metrics = build_all(inputs, cfg, ds)
+    eval_users = evaluated_users(params, inputs.splits["test"]) if cfg.train_users == "eval_first" else None
+    sampler = negatives_config(params) if cfg.train_topk_sampler == "eval" else None
+    tables, metrics = build_all(inputs, cfg, ds, eval_users, sampler)
     for render, items in item_tables(inputs, cfg, ds).items():
         tables[render]["items"] = items
     root = paths.prompts(ds, RENDERS[0]).parent

@@ -53,3 +53,23 @@ def test_the_launcher_param_runs_the_llm_training_stages(tmp_path):
     assert launched == {"sft", "joint_train"}
     assert all(cmd.startswith("python -m stages.") for name, cmd in cmds.items()
                if name.split("@")[0] not in launched)
+
+
+@pytest.mark.parametrize("where", [("sft",), ("joint", "train"), ("joint", "experiment", "bdlm")])
+def test_a_task_mix_with_no_scored_task_is_refused_by_name(where):
+    """Only auxiliary tasks (or every scored task at 0) would train nothing evaluate_llm scores."""
+    import yaml
+
+    from pipeline.config import validate_params
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    node = params
+    for k in where:
+        node[k] = node.get(k) or {}
+        node = node[k]
+    node["task_weights"] = {"mim": 1.0, "bpr": 0.5, "mlm": 1.0, "topk": 0.0}
+    dotted = ".".join(where).replace(".", r"\.")
+    with pytest.raises(PipelineError, match=dotted + r"\.task_weights: no scored task"):
+        validate_params(params)
+    node["task_weights"] = {"mim": 1.0, "retrieval": 0.1}
+    validate_params(params)

@@ -75,10 +75,11 @@ def built():
 
 # ------------------------------------------------------------------ leakage
 
-def test_train_rows_are_a_function_of_the_train_split_alone():
-    """Training negatives exclude the user's train items only. With the old all-splits
-    exclusion, the held-out items decided which items could be drawn (and shifted the random
-    stream after them), so replacing them changed the training prompts."""
+def test_train_rows_without_negatives_are_a_function_of_the_train_split_alone():
+    """Train negatives avoid every item the user interacted with in any split (as the evaluation
+    sets' do), so moving the held-out items may move the negatives; everything else a train row
+    shows -- targets, histories, retrieval/rating/MIM rows, positive interaction rows -- must not
+    move."""
     import pyarrow.compute as pc
 
     inputs = synthetic()
@@ -100,10 +101,15 @@ def test_train_rows_are_a_function_of_the_train_split_alone():
     moved, _ = build_all(other, cfg(), "ml-tiny")
     for render in ("tokens", "text"):
         a, b = base[render]["train"], moved[render]["train"]
-        rec = lambda t: t.filter(pc.not_equal(t["task"], "mlm"))  # noqa: E731
-        a, b = rec(a), rec(b)
+        keep = lambda t: t.filter(pc.or_(pc.is_in(t["task"], pa.array(["retrieval", "rating", "mim"])),  # noqa: E731
+                                         pc.and_(pc.equal(t["task"], "interaction"), pc.equal(t["label"], 1))))
+        a, b = keep(a), keep(b)
+        assert a.num_rows > 0
         assert a.drop_columns(["rating"]).equals(b.drop_columns(["rating"]))  # NaN != NaN in equals
         np.testing.assert_array_equal(a["rating"].to_numpy(), b["rating"].to_numpy())
+        for t in ("topk", "bpr"):  # same targets, whatever the negatives
+            pa_, pb_ = (x.filter(pc.equal(x["task"], t)) for x in (base[render]["train"], moved[render]["train"]))
+            assert pa_["uid"].equals(pb_["uid"]) and pa_["answer"].equals(pb_["answer"])
 
 
 @pytest.mark.parametrize("render", ["tokens", "text"])
@@ -116,11 +122,9 @@ def test_heldout_items_never_reach_train_rows_nor_test_item_valid_rows(built, re
             assert row["uid"] == -1
             continue
         ids = referenced(row, render)
-        # a held-out item may appear in a train row only as a negative (drawn from outside the
-        # user's training items, independently of what is held out), never as a known item
-        positive = row["candidates"][row["label_index"]] if row["label_index"] >= 0 else None
-        negatives = (set(row["candidates"]) - {positive}) | ({row["iid"]} if row["label"] == 0 else set())
-        assert ids & (valid[row["uid"]] | test[row["uid"]]) <= negatives, row
+        # a held-out item never appears in a train row, not even as a negative: negatives are
+        # drawn, as the evaluation sets' are, from items the user never interacted with
+        assert not ids & (valid[row["uid"]] | test[row["uid"]]), row
         if row["task"] != "topk" and row["task"] != "bpr" and row["label"] != 0:
             assert ids <= train[row["uid"]], row  # history, target, MIM: training items only
         n_checked += 1
@@ -137,8 +141,9 @@ def test_heldout_items_never_reach_train_rows_nor_test_item_valid_rows(built, re
 
 def test_train_targets_are_the_last_training_items_and_negatives_unseen(built):
     inputs, tables, _ = built
-    # negatives are unseen *in train* (held-out items may be drawn, see the leakage tests)
-    seen = {(u, i) for u, i in zip(inputs.splits["train"]["uid"].to_pylist(), inputs.splits["train"]["iid"].to_pylist())}
+    # negatives are items the user never interacted with in any split
+    seen = {(u, i) for sp in ("train", "valid", "test")
+            for u, i in zip(inputs.splits[sp]["uid"].to_pylist(), inputs.splits[sp]["iid"].to_pylist())}
     train_seq: dict[int, list[int]] = {}
     for u, i in zip(inputs.splits["train"]["uid"].to_pylist(), inputs.splits["train"]["iid"].to_pylist()):
         train_seq.setdefault(u, []).append(i)
@@ -161,6 +166,13 @@ def test_leakage_check_raises_on_a_leaked_item():
     with pytest.raises(PipelineError, match="leakage"):
         check_leakage({"train": [], "valid": [Spec("topk", 3, 5, [1], candidates=[5, 11])], "test": []},
                       {3: {5, 11}}, {3: {11}})
+    # a held-out item as a train *negative* is leakage too (top-K candidate, interaction label 0)
+    with pytest.raises(PipelineError, match="leakage.*topk.*uid 3"):
+        check_leakage({"train": [Spec("topk", 3, 5, [1], candidates=[11, 5], label_index=1)], "valid": [],
+                       "test": []}, {3: {11}}, {3: {11}})
+    with pytest.raises(PipelineError, match="leakage.*interaction"):
+        check_leakage({"train": [Spec("interaction", 3, 11, [1], label=0)], "valid": [], "test": []},
+                      {3: {11}}, {3: {11}})
 
 
 # ------------------------------------------------------------------ contract
@@ -364,10 +376,8 @@ def test_stage_on_tiny_fixture(tmp_path, monkeypatch):
                 if row["uid"] < 0:
                     continue
                 ids = referenced(row, render)
-                if s == "train":  # held-out items only ever as negatives
-                    positive = row["candidates"][row["label_index"]] if row["label_index"] >= 0 else None
-                    negatives = (set(row["candidates"]) - {positive}) | ({row["iid"]} if row["label"] == 0 else set())
-                    assert ids & (valid[row["uid"]] | test[row["uid"]]) <= negatives, row
+                if s == "train":  # held-out items nowhere, not even as negatives
+                    assert not ids & (valid[row["uid"]] | test[row["uid"]]), row
                 if s == "valid":
                     assert not ids & test[row["uid"]], row
     # user 0's train items in time order are the reverse of the raw order: history follows time
@@ -435,3 +445,89 @@ def test_pair_prompts_rebuild_every_interaction_prompt(built, tmp_path):
                 assert r["pair_prefix"] + suffix[r["iid"]] == r["prompt"]
             for r in rows:  # every row with a user history carries its pair prefix
                 assert bool(r["pair_prefix"]) == (r["task"] != "mlm")
+
+
+# ------------------------------------------------------------------ training users, sampler, user token
+
+def _eval_users(inputs: Inputs, n: int, seed: int = 3) -> np.ndarray:
+    from pipeline.evaluation import user_subset
+
+    return user_subset(inputs.splits["test"], n, seed)
+
+
+def test_eval_first_trains_every_evaluated_user_then_fills_the_cap():
+    inputs = synthetic(n_users=40)
+    users = _eval_users(inputs, 12)
+    for cap, expect_all in ((20, True), (12, True), (5, False)):
+        _, metrics = build_all(inputs, cfg(train_users="eval_first", max_train_users=cap), "ml-tiny", users)
+        assert metrics["train_users"] == cap
+        assert metrics["evaluated_users"] == 12
+        assert metrics["evaluated_users_in_train"] == (12 if expect_all else cap)
+        assert ("train_users_note" in metrics) == (not expect_all)
+    tables, _ = build_all(inputs, cfg(train_users="eval_first", max_train_users=20), "ml-tiny", users)
+    topk_users = set(tables["tokens"]["train"].filter(pa.compute.equal(tables["tokens"]["train"]["task"], "topk"))
+                     ["uid"].to_pylist())
+    assert set(users.tolist()) <= topk_users
+    # `all` draws from every user: on this seed some evaluated users get no training prompt
+    _, metrics = build_all(inputs, cfg(train_users="all", max_train_users=12), "ml-tiny", users)
+    assert metrics["evaluated_users_in_train"] < 12
+    with pytest.raises(PipelineError, match="prompts.train_users is eval_first"):
+        build_all(inputs, cfg(train_users="eval_first", max_train_users=5), "ml-tiny")
+    with pytest.raises(PipelineError, match="prompts.train_users must be one of all, eval_first"):
+        cfg(train_users="evaluated")
+
+
+def test_train_topk_sets_use_the_evaluation_sampler_around_the_history_before_the_target():
+    from pipeline.negatives import history_pool, text_vectors
+    from pipeline.textsim import topk_neighbors
+
+    inputs = synthetic(n_users=30)
+    sampler = NegativesConfig(seed=1, text_fraction=0.5, text_pool=10, text_history=4, popularity_alpha=0.75)
+    c = cfg(train_topk_sampler="eval", train_topk_negatives=8, history_len=20)
+    tables, metrics = build_all(inputs, c, "ml-tiny", sampler=sampler)
+    assert metrics["train_topk_sampler"] == "eval" and metrics["train_topk_text_anchor"] == "history"
+    assert metrics["train_topk_mean_text_negatives"] == 4.0  # round(0.5 * 8), as the evaluation sets
+    seqs: dict[int, list[int]] = {}
+    for u, i in zip(inputs.splits["train"]["uid"].to_pylist(), inputs.splits["train"]["iid"].to_pylist()):
+        seqs.setdefault(u, []).append(i)
+    interacted = {u: set(seqs[u]) for u in seqs}
+    for sp in ("valid", "test"):
+        for u, i in zip(inputs.splits[sp]["uid"].to_pylist(), inputs.splits[sp]["iid"].to_pylist()):
+            interacted.setdefault(u, set()).add(i)
+    vectors = text_vectors(_titles(N_ITEMS), sampler)
+    nb = lambda items: topk_neighbors(vectors, items, sampler.text_pool)  # noqa: E731
+    rows = [r for r in tables["tokens"]["train"].to_pylist() if r["task"] == "topk"]
+    assert rows
+    for r in rows:
+        seq = seqs[r["uid"]]
+        before = seq[:seq.index(r["iid"])][-sampler.text_history:]
+        anchors = np.full((1, sampler.text_history), -1, dtype=np.int64)
+        anchors[0, sampler.text_history - len(before):] = before
+        pool = set(history_pool(anchors, nb, sampler.text_pool)[0].tolist()) - {-1}
+        negs = set(r["candidates"]) - {r["iid"]}
+        assert len(negs) == 8
+        # at least the text share comes from the history's pool (popularity draws may land there too)
+        drawable = pool - interacted[r["uid"]]
+        assert len(negs & drawable) >= min(4, len(drawable)), r
+        assert not negs & interacted[r["uid"]]
+    _, m2 = build_all(inputs, cfg(train_topk_sampler="popularity", train_topk_negatives=8), "ml-tiny")
+    assert m2["train_topk_sampler"] == "popularity" and "train_topk_mean_text_negatives" not in m2
+    with pytest.raises(PipelineError, match="train_topk_sampler is eval"):
+        build_all(inputs, c, "ml-tiny")
+
+
+@pytest.mark.parametrize("render,user", [("tokens", "user <uid_{}>"), ("text", "user {}")])
+def test_user_token_at_answer_names_the_user_right_before_the_answer(render, user):
+    inputs = synthetic(n_users=10)
+    plain, _ = build_all(inputs, cfg(), "ml-tiny")
+    named, _ = build_all(inputs, cfg(user_token_at_answer=True), "ml-tiny")
+    for s in ("train", "valid", "test"):
+        a, b = plain[render][s].to_pylist(), named[render][s].to_pylist()
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert x["answer"] == y["answer"] and x["candidates"] == y["candidates"]
+            if x["uid"] < 0 or x["task"] == "interaction":  # MLM names no user; interaction is the pair prompt
+                assert x["prompt"] == y["prompt"]
+                continue
+            assert x["prompt"].endswith(" Answer:")
+            assert y["prompt"] == x["prompt"][:-len("Answer:")] + f"Answer for {user.format(x['uid'])}:"
