@@ -280,6 +280,7 @@ class Sft(_LlmTraining):
     grad_accum: Positive = None
     lora: bool = None
     lora_r: Positive = None
+    curve_every: NonNegative = None
 
 
 class EvaluateLlm(Section):

@@ -535,6 +535,18 @@ def sft_loss_plot(inp: Inputs, variants: list[str]) -> list[dict]:
     return [steps[k] for k in sorted(steps)]
 
 
+def learning_curve_plot(inp: Inputs, variants: list[str]) -> list[dict]:
+    """SFT learning curves in wide form: one row per number of training samples seen, one field
+    per variant (its valid top-K HR@1 on the evaluated users; null where it has no point)."""
+    names = list(dict.fromkeys([*variants, *(n for k, n in inp.files if k == "sft")]))
+    rows: dict[int, dict] = {}
+    for v in names:
+        for p in (inp.get("sft", v) or {}).get("curve", []):
+            rows.setdefault(p["samples"], {"samples": p["samples"], **{n: None for n in names}})[v] = p.get(
+                "valid_topk_HR@1")
+    return [rows[k] for k in sorted(rows)]
+
+
 def ablation_plot(abl: dict) -> list[dict]:
     return [{"variant": r["model"], "HR@1": r["HR@1"], "f1": r["f1"]} for r in abl["rows"]
             if r["present"] and r["kind"] != "floors"]
@@ -891,7 +903,8 @@ def build_report(inp: Inputs, variants: list[str] = ()) -> dict:
             "paired_tests": pt, "claims": claims(pt, curve), "training": training(inp),
             "missing": expected_missing(inp),
             "plots": {"ablation": ablation_plot(abl), "lambda": lambda_plot(curve),
-                      "sft_loss": sft_loss_plot(inp, list(variants))}}
+                      "sft_loss": sft_loss_plot(inp, list(variants)),
+                      "learning_curve": learning_curve_plot(inp, list(variants))}}
 
 
 # ---- markdown ----

@@ -9,7 +9,8 @@ every cell with its interval and the floors as rows, paired tests with Holm-adju
 training times, missing inputs) and the flat files that dvc.yaml's top-level `plots` render:
 data/reports/plots/ablation/<ds>.json ([{variant, HR@1, f1}]) and
 data/reports/plots/lambda/<ds>.json ([{lambda, HR@1 llm, HR@1 drs, f1 llm, f1 drs}]) and
-data/reports/plots/sft_loss/<ds>.json ([{step, <variant>: loss, ...}], fields = llm.variants).
+data/reports/plots/sft_loss/<ds>.json ([{step, <variant>: loss, ...}], fields = llm.variants) and
+data/reports/plots/learning_curve/<ds>.json ([{samples, <variant>: valid top-K HR@1, ...}]).
 The plot files sit in one folder per chart (not under <ds>/) so that one top-level plot
 definition covers every dataset.
 A missing metrics or outcomes file is listed in the report, never an error; a malformed one
@@ -29,7 +30,8 @@ from pipeline.report import build_report, collect, markdown_report
 def plot_files(ds: str, data: Path = paths.DATA) -> dict[str, Path]:
     return {"ablation": data / "reports" / "plots" / "ablation" / f"{ds}.json",
             "lambda": data / "reports" / "plots" / "lambda" / f"{ds}.json",
-            "sft_loss": data / "reports" / "plots" / "sft_loss" / f"{ds}.json"}
+            "sft_loss": data / "reports" / "plots" / "sft_loss" / f"{ds}.json",
+            "learning_curve": data / "reports" / "plots" / "learning_curve" / f"{ds}.json"}
 
 
 def write_report(ds: str, variants: list[str], data: Path = paths.DATA) -> dict:
@@ -40,7 +42,9 @@ def write_report(ds: str, variants: list[str], data: Path = paths.DATA) -> dict:
         write_json(rep["plots"][name], f)
     links = {"ablation bar chart (x variant, y HR@1)": f"../plots/ablation/{ds}.json",
              "λ curves (x lambda, y HR@1 per side)": f"../plots/lambda/{ds}.json",
-             "SFT loss curves (x step, y loss per variant)": f"../plots/sft_loss/{ds}.json"}
+             "SFT loss curves (x step, y loss per variant)": f"../plots/sft_loss/{ds}.json",
+             "SFT learning curves (x training samples, y valid top-K HR@1 per variant)":
+                 f"../plots/learning_curve/{ds}.json"}
     write_json({k: v for k, v in rep.items() if k != "plots"}, out / "report.json")
     text = markdown_report(rep, links)
     with atomic_path(out / "report.md") as tmp:

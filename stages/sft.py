@@ -16,6 +16,8 @@ import shutil
 import time
 from contextlib import nullcontext
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -23,7 +25,9 @@ from pipeline import lineage, paths
 from pipeline.artifacts import atomic_dir, file_digest, read_json, write_json
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
+from pipeline.evaluation import EvalSets, llm_users
 from pipeline.llm.base import load_base
+from pipeline.llm.scoring import ScoreConfig, Scorer, topk_curve_metrics
 from pipeline.llm.sft import SFTConfig, train, training_pairs
 from pipeline.llm.tokens import new_tokens
 from pipeline.params import get, load_params, section
@@ -44,7 +48,7 @@ def variant_settings(params: dict, variant: str) -> tuple[str, bool]:
 
 
 SFT_MIN = {"steps": 1, "batch_size": 1, "grad_accum": 1, "warmup_steps": 0, "max_len": 8, "checkpoint_every": 1,
-           "lora_r": 1, "weight_decay": 0, "seed": 0}
+           "lora_r": 1, "weight_decay": 0, "seed": 0, "curve_every": 0}
 
 
 def sft_config(params: dict) -> tuple[SFTConfig, dict[str, float]]:
@@ -66,6 +70,21 @@ def sft_config(params: dict) -> tuple[SFTConfig, dict[str, float]]:
         if w < 0:
             raise PipelineError(f"params.yaml: sft.task_weights.{task} must be >= 0, got {w}")
     return SFTConfig(**values), weights
+
+
+def curve_evaluator(params: dict, ds: str, mode: str, cfg: SFTConfig, tokenizer):
+    """The learning curve's y: valid top-K HR@1 / NDCG@20 on the users evaluate_llm scores (the
+    same users for every variant), fp32 as evaluate_llm; None when sft.curve_every is 0."""
+    if not cfg.curve_every:
+        return None
+    ev = EvalSets.load(ds, candidates=False)
+    valid = pq.read_table(paths.prompts(ds, render(mode)) / "valid.parquet")
+    rows = valid.filter(pc.and_(pc.equal(valid["task"], "topk"),
+                                pc.is_in(valid["uid"], value_set=pa.array(llm_users(params, ev), pa.int32()))))
+    score = ScoreConfig(batch_size=get(section(params, "evaluate_llm"), "batch_size", int, "evaluate_llm"),
+                        max_len=cfg.max_len, mixed_precision="no")
+    return lambda model: topk_curve_metrics(Scorer(model, tokenizer, score), rows, ev.n_items,
+                                            mode != "text")
 
 
 def render(mode: str) -> str:
@@ -105,7 +124,8 @@ def main() -> None:
     out = paths.sft(args.dataset, args.variant)
     with atomic_dir(out) if main_process else nullcontext(out) as tmp:
         _, history, stats = train(model, tokenizer, prompts, answers, cfg, checkpoints=checkpoints,
-                                  new_token_ids=new_ids, output_dir=tmp)
+                                  new_token_ids=new_ids, output_dir=tmp,
+                                  evaluate=curve_evaluator(params, args.dataset, mode, cfg, tokenizer))
         if main_process:
             write_json({"variant": args.variant, "vocab": mode, "aux": aux, "base": vocab.get("base"),
                         "n_users": vocab["n_users"], "n_items": vocab["n_items"], lineage.KEY: ids},
@@ -115,7 +135,10 @@ def main() -> None:
     shutil.rmtree(checkpoints, ignore_errors=True)
     write_json({"dataset": args.dataset, "variant": args.variant, "vocab": mode, "aux": aux,
                 "train_seconds": round(time.perf_counter() - start, 1), "samples": stats["samples"],
-                "prompts_truncated": stats["truncated"], "precision": stats["precision"], "final_loss": history[-1]["loss"], "history": history},
+                "prompts_truncated": stats["truncated"], "precision": stats["precision"], "final_loss": history[-1]["loss"],
+                "curve": [{k: h[k] for k in ("step", "samples", "valid_topk_HR@1", "valid_topk_NDCG@20")}
+                          for h in history if "samples" in h],
+                "history": history},
                paths.metrics_sft(args.dataset, args.variant))
 
 

@@ -159,3 +159,25 @@ def test_lora_trains_adapters_and_the_id_token_rows():
     assert torch.equal(after[old], before[old])  # the word vocabulary stays frozen
     assert not torch.equal(after[new_ids], before[new_ids])
     assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_learning_curve_points_before_training_every_n_steps_and_at_the_end():
+    """sft.curve_every: evaluate(model) at step 0, every n steps and the last, logged with the
+    number of training samples seen; the model is back in train mode after each point."""
+    from pipeline.llm.sft import SFTConfig, train as sft_train
+    from tests.llm_tiny import tiny_llama, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok, hidden=16)
+    seen = []
+
+    def evaluate(m):
+        seen.append(m.training)
+        return {"valid_topk_HR@1": float(len(seen))}
+
+    cfg = SFTConfig(steps=5, batch_size=2, warmup_steps=1, max_len=64, curve_every=2)
+    _, history, _ = sft_train(model, tok, ["Will the user watch it? Answer:"] * 6, ["Yes", "No"] * 3, cfg,
+                              log=lambda s: None, evaluate=evaluate)
+    curve = [(h["step"], h["samples"], h["valid_topk_HR@1"]) for h in history if "samples" in h]
+    assert curve == [(0, 0, 1.0), (2, 4, 2.0), (4, 8, 3.0), (5, 10, 4.0)]
+    assert seen == [False] * 4 and "loss" not in history[0] and history[-1]["loss"] > 0

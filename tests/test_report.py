@@ -121,7 +121,9 @@ def built(tmp_path_factory) -> Path:
     s = score(d, "llm", "no_et", outcomes({0, 1, 2}, ranking=True), {"variant": "no_et", "vocab": "text"})
     put(d, "llm", "no_et", {**s, "not_computed": {"retrieval": "ids as plain text"}})
     put(d, "sft", "full", {"history": [{"step": 1, "loss": 3.0, "lr": 1e-4}, {"step": 2, "loss": 2.0, "lr": 1e-4}],
-                           "train_seconds": 60.0})
+                           "train_seconds": 60.0,
+                           "curve": [{"step": 0, "samples": 0, "valid_topk_HR@1": 0.05},
+                                     {"step": 2, "samples": 16, "valid_topk_HR@1": 0.1}]})
     put(d, "sft", "no_et", {"history": [{"step": 1, "loss": 4.0, "lr": 1e-4}], "train_seconds": 30.0})
     put(d, "joint_train", "bdlm", {"train_seconds": 90.0, "lambda": 0.01,
                                    "history": [{"step": 1, "llm_loss": 2.5, "drs_loss": 0.7}]})
@@ -269,6 +271,8 @@ def test_other_tables_and_plot_data(built):
                                          "f1 drs": None}
     assert rep["plots"]["sft_loss"] == [{"step": 1, "full": 3.0, "no_aux": None, "no_et": 4.0},
                                         {"step": 2, "full": 2.0, "no_aux": None, "no_et": None}]
+    assert rep["plots"]["learning_curve"] == [{"samples": 0, "full": 0.05, "no_aux": None, "no_et": None},
+                                              {"samples": 16, "full": 0.1, "no_aux": None, "no_et": None}]
     cao = {r["model"]: r for r in rep["cao"]["rows"]}
     assert cao["LGCN"]["retrieval/Recall@5"] == 0.5 and cao["LGCN"]["ci"]["retrieval/Recall@5"] is not None
     assert cao["MF (rating)"]["rating/RMSE"] == pytest.approx(np.sqrt(19 / 20))

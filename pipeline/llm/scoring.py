@@ -138,6 +138,24 @@ def _rows(t: pa.Table, task: str) -> pa.Table:
     return t.filter(pc.equal(t["task"], task))
 
 
+def topk_scores(scorer: Scorer, t: pa.Table, n_items: int, tokens: bool, desc: str = "") -> np.ndarray:
+    """[rows, candidates] scores of top-K rows: log p(<iid_c>) of each candidate's token, or
+    with ids as plain text the log-probability of its whole answer."""
+    cands = metrics.candidate_matrix(t)
+    if tokens:
+        lp = scorer.first_token(t["prompt"].to_pylist(), scorer.item_ids(n_items), desc=desc)
+        return np.take_along_axis(lp, cands, axis=1)
+    prompts = np.repeat(np.array(t["prompt"].to_pylist(), dtype=object), cands.shape[1]).tolist()
+    answers = [item_text(int(c), False) for c in cands.ravel()]
+    return scorer.sequence(prompts, answers, desc=f"{desc} (text ids)" if desc else "").reshape(cands.shape)
+
+
+def topk_curve_metrics(scorer: Scorer, t: pa.Table, n_items: int, tokens: bool) -> dict:
+    """Valid top-K HR@1 and NDCG@20 of `t` (the SFT learning curve's y values)."""
+    m = metrics.candidate_metrics(topk_scores(scorer, t, n_items, tokens), t["label_index"].to_numpy(), ks=(1, 20))
+    return {"valid_topk_HR@1": m["HR@1"], "valid_topk_NDCG@20": m["NDCG@20"]}
+
+
 def evaluate_llm(scorer: Scorer, valid: pa.Table, test: pa.Table, n_items: int, known: sp.csr_matrix,
                  tokens: bool, log=print) -> tuple[pa.Table, dict]:
     """Per-user outcomes (pipeline.metrics.Outcomes) of every protocol the prompt tables hold, on
@@ -154,16 +172,8 @@ def evaluate_llm(scorer: Scorer, valid: pa.Table, test: pa.Table, n_items: int, 
 
     t = _rows(test, "topk")
     if len(t):
-        cands = metrics.candidate_matrix(t)
-        if tokens:
-            item_ids = scorer.item_ids(n_items)
-            lp = scorer.first_token(t["prompt"].to_pylist(), item_ids, desc="topk")
-            scores = np.take_along_axis(lp, cands, axis=1)
-        else:
-            prompts = np.repeat(np.array(t["prompt"].to_pylist(), dtype=object), cands.shape[1]).tolist()
-            answers = [item_text(int(c), False) for c in cands.ravel()]
-            scores = scorer.sequence(prompts, answers, desc="topk (text ids)").reshape(cands.shape)
-        out.candidates("topk", t["uid"].to_numpy(), scores, t["label_index"].to_numpy())
+        out.candidates("topk", t["uid"].to_numpy(), topk_scores(scorer, t, n_items, tokens, "topk"),
+                       t["label_index"].to_numpy())
 
     retrieval, ranking = _rows(test, "retrieval"), _rows(test, "ranking")
     if tokens and (len(retrieval) or len(ranking)):

@@ -47,6 +47,7 @@ class SFTConfig:
     lora: bool = False
     lora_r: int = 16
     mixed_precision: str = "no"  # "no", "bf16" or "auto" (pipeline.llm.precision)
+    curve_every: int = 0  # steps between points of the valid learning curve (0: none)
 
 
 @lru_cache(maxsize=4)
@@ -155,11 +156,14 @@ def _resume(acc: Accelerator, folder: Path | None) -> tuple[int, list[dict]]:
 def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConfig,
           checkpoints: Path | None = None, new_token_ids: list[int] | None = None,
           output_dir: Path | None = None, stop_after: int | None = None,
-          log: Callable[[str], None] = print):
+          log: Callable[[str], None] = print, evaluate: Callable[[object], dict] | None = None):
     """Fine-tune `model` on (prompt, answer) pairs. Returns (trained model, loss log,
     encoding stats) and, with `output_dir`, saves model + tokenizer there (gathering the
     weights from every process under ZeRO-3). `stop_after` ends the run early after that
-    many steps (tests use it to simulate an interruption)."""
+    many steps (tests use it to simulate an interruption). With `evaluate` and
+    cfg.curve_every, the learning curve: `evaluate(model)` (a dict of metrics) before the
+    first step and every curve_every steps and at the end, logged into the loss log's entry of
+    that step with the number of training samples seen (`samples`)."""
     if not prompts:
         raise PipelineError("no training samples: check prompts and the sft params")
     seq2seq = bool(model.config.is_encoder_decoder)
@@ -172,6 +176,19 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
     start, history = _resume(acc, checkpoints)
     if start:
         log(f"[sft] resuming at step {start} from {checkpoints / 'latest'}")
+    per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
+
+    def curve_point(step: int) -> dict:
+        if evaluate is None or not cfg.curve_every or (step % cfg.curve_every and step != cfg.steps):
+            return {}
+        inner = acc.unwrap_model(model)
+        inner.eval()
+        point = {"samples": step * per_step, **evaluate(inner)}
+        inner.train()
+        return point
+
+    if start == 0 and (first := curve_point(0)):
+        history.append({"step": 0, **first})
     model.train()
     bar = Progress("sft", total=cfg.steps, initial=start, disable=not acc.is_local_main_process)
     for step in range(start, cfg.steps):
@@ -187,9 +204,10 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
             losses.append(loss.item())
         check_finite(acc, losses, step, cfg)
         sched.step()
-        history.append({"step": step + 1, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0]})
-        bar.update(loss=f"{history[-1]['loss']:.3f}")
         done = step + 1
+        history.append({"step": done, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0],
+                        **curve_point(done)})
+        bar.update(loss=f"{history[-1]['loss']:.3f}")
         if checkpoints is not None and done % cfg.checkpoint_every == 0 and done < cfg.steps:
             _save_checkpoint(acc, checkpoints, done, history)
         if stop_after is not None and done >= stop_after:
