@@ -9,7 +9,8 @@ Reads the prompts build_prompts wrote (data/prompts/<ds>/tokens/) and the expand
 from a config (random weights: throughput only) over the same tokenizer. Prints SFT
 samples/s and tokens/s (non-pad tokens) and the share of padding, evaluation prompts/s, and
 on CUDA the model FLOPs utilisation (6 N tokens/s for training, 2 N for evaluation, over
---peak-tflops). The SFT steps are the stage's: batches from `batch_indices` (length-bucketed
+--peak-tflops); each also per CPU second (x threads), steadier than wall time on a machine
+others share. The SFT steps are the stage's: batches from `batch_indices` (length-bucketed
 with --bucket > 1, as `sft.bucket`), the forward under the autocast `sft.mixed_precision`
 resolves to (--mixed-precision; `auto` is bf16 on a CPU with AVX512-BF16/AMX).
 """
@@ -90,7 +91,7 @@ def main() -> None:
     for step in range(args.steps + 1):
         if step == 1:  # the first step pays for allocation and kernel selection
             sync(args.device)
-            start, tokens, samples, padded = time.perf_counter(), 0, 0, 0
+            start, cpu, tokens, samples, padded = time.perf_counter(), time.process_time(), 0, 0, 0
         batch = collate(enc, batch_indices(len(enc.input_ids), cfg, step, 0, lengths=lengths), tok.pad_token_id, seq2seq)
         batch = {k: v.to(args.device) for k, v in batch.items()}
         with autocast(precision, args.device):
@@ -102,24 +103,28 @@ def main() -> None:
         padded += batch["attention_mask"].numel()
         samples += len(batch["input_ids"])
     sync(args.device)
-    train_s = time.perf_counter() - start
+    train_s, train_cpu = time.perf_counter() - start, time.process_time() - cpu
     test = pq.read_table(folder / "test.parquet").slice(0, args.eval_prompts)
     scorer = Scorer(model.eval(), tok, ScoreConfig(batch_size=16, max_len=args.max_len,
                                                    mixed_precision=args.eval_precision))
     ids = torch.tensor([scorer.token_id("Yes"), scorer.token_id("No")])
     sync(args.device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     scorer.first_token(test["prompt"].to_pylist(), ids)
     sync(args.device)
-    eval_s = time.perf_counter() - start
+    eval_s, eval_cpu = time.perf_counter() - start, time.process_time() - cpu
     name = "LLaMA-1B (config, random weights)" if args.llama_1b else str(model.config.architectures)
     print(f"model {name}: {n_params / 1e6:.0f}M parameters, {args.device}, {args.dtype}, "
           f"{torch.get_num_threads()} threads, logits {'everywhere' if args.full_logits else 'where read'}")
     print(f"SFT: {samples / train_s:.2f} samples/s, {tokens / train_s:.0f} tokens/s "
           f"({args.steps} steps of {args.batch_size}, {train_s / args.steps:.2f} s/step, bucket {args.bucket}, "
           f"autocast {precision}, {100 * (1 - tokens / padded):.0f}% padding)")
+    # on a machine others share, wall time depends on their load; CPU time much less
+    threads = torch.get_num_threads()
+    print(f"SFT per CPU time: {tokens / train_cpu * threads:.0f} tokens/s and {samples / train_cpu * threads:.2f} "
+          f"samples/s at {threads} threads' worth of CPU ({train_cpu:.1f} CPU s for {train_s:.1f} s wall)")
     print(f"evaluation: {len(test) / eval_s:.2f} prompts/s ({len(test)} prompts, {eval_s:.1f} s, "
-          f"autocast {scorer.precision})")
+          f"autocast {scorer.precision}); per CPU time {len(test) / eval_cpu * threads:.2f} prompts/s")
     if args.device == "cuda":
         mfu = 6 * n_params * tokens / train_s / (args.peak_tflops * 1e12)
         print(f"SFT model FLOPs utilisation: {100 * mfu:.1f}% of {args.peak_tflops:.0f} TFLOP/s")
