@@ -1,7 +1,7 @@
 """A short learning curve of SFT under LoRA and under full fine-tuning (a benchmark, not a test).
 
     python benchmarks/lora_vs_full.py                 # params.yaml's sft settings, ml-100k, vocab pe
-    python benchmarks/lora_vs_full.py --steps 20 --row-lr 0.002 0.01
+    python benchmarks/lora_vs_full.py --steps 20 --no-full --lora-lr 0.001 --row-lr 0.002 0.01
 
 Trains the expanded base model (data/llm/<ds>/vocab/pe) on the real training prompts the sft
 stage reads (tokens render, the `full` variant's tasks and task weights), once with full
@@ -52,12 +52,14 @@ def heldout_loss(model, tok, prompts: list[str], answers: list[str], max_len: in
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--params", default=str(Path(__file__).resolve().parents[1] / "params.yaml"))
     p.add_argument("--steps", type=int, default=None, help="default: sft.steps")
     p.add_argument("--row-lr", type=float, nargs="+", default=None, help="LoRA runs, one per rate (default sft.row_lr)")
     p.add_argument("--heldout", type=int, default=64, help="validation prompts for the held-out loss")
+    p.add_argument("--lora-lr", type=float, default=None, help="the LoRA runs' adapter rate (default sft.lr)")
     p.add_argument("--no-full", action="store_true", help="LoRA runs only")
     args = p.parse_args()
-    params = load_params("params.yaml")
+    params = load_params(args.params)
     cfg, weights = sft_config(params)
     cfg = replace(cfg, steps=args.steps or cfg.steps, checkpoint_every=10 ** 9)
     folder = paths.prompts(args.dataset, "tokens")
@@ -68,7 +70,9 @@ def main() -> None:
     vocab_dir = paths.vocab_llm(args.dataset, "pe")
     vocab = json.loads((vocab_dir / "vocab.json").read_text())
     runs = [] if args.no_full else [("full", replace(cfg, lora=False))]
-    runs += [(f"lora r{cfg.lora_r} row_lr {r:g}", replace(cfg, lora=True, row_lr=r)) for r in (args.row_lr or [cfg.row_lr])]
+    lora_lr = args.lora_lr or cfg.lr
+    runs += [(f"lora r{cfg.lora_r} lr {lora_lr:g} row_lr {r:g}", replace(cfg, lora=True, lr=lora_lr, row_lr=r))
+             for r in (args.row_lr or [cfg.row_lr])]
     print(f"{args.dataset}: {len(prompts)} training pairs, {cfg.steps} steps x {cfg.batch_size}, lr {cfg.lr:g}, "
           f"bucket {cfg.bucket}, mixed_precision {cfg.mixed_precision}, {torch.get_num_threads()} threads; "
           f"held-out: {valid.num_rows} validation prompts")
