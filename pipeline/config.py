@@ -280,6 +280,8 @@ class Sft(_LlmTraining):
     grad_accum: Positive = None
     lora: bool = None
     lora_r: Positive = None
+    row_lr: Rate = None     # the <uid>/<iid> rows' own learning rate under LoRA
+    bucket: Positive = None  # batches per length-sorting window (1: none)
     curve_every: NonNegative = None
 
 

@@ -48,7 +48,7 @@ def variant_settings(params: dict, variant: str) -> tuple[str, bool]:
 
 
 SFT_MIN = {"steps": 1, "batch_size": 1, "grad_accum": 1, "warmup_steps": 0, "max_len": 8, "checkpoint_every": 1,
-           "lora_r": 1, "weight_decay": 0, "seed": 0, "curve_every": 0}
+           "lora_r": 1, "weight_decay": 0, "seed": 0, "bucket": 1, "curve_every": 0}
 
 
 def sft_config(params: dict) -> tuple[SFTConfig, dict[str, float]]:
@@ -62,8 +62,9 @@ def sft_config(params: dict) -> tuple[SFTConfig, dict[str, float]]:
     for key, low in SFT_MIN.items():
         if isinstance(values[key], (int, float)) and not values[key] >= low:
             raise PipelineError(f"params.yaml: sft.{key} = {values[key]!r} must be >= {low}")
-    if not (values["lr"] > 0 and math.isfinite(values["lr"])):
-        raise PipelineError(f"params.yaml: sft.lr = {values['lr']!r} must be a finite number > 0")
+    for key in ("lr", "row_lr"):
+        if not (values[key] > 0 and math.isfinite(values[key])):
+            raise PipelineError(f"params.yaml: sft.{key} = {values[key]!r} must be a finite number > 0")
     weights = get(sec, "task_weights", dict, "sft")
     for task, w in weights.items():
         get(weights, task, (int, float), "sft.task_weights")

@@ -397,7 +397,9 @@ def test_nan_in_exported_embeddings_is_refused_naming_file_and_row():
     assert len(tok) == n_tokens  # refused before a token was added
 
 
-@pytest.mark.parametrize("key, value", [("steps", 0), ("batch_size", 0), ("lr", float("inf")), ("lr", 0.0)])
+@pytest.mark.parametrize("key, value", [("steps", 0), ("batch_size", 0), ("lr", float("inf")), ("lr", 0.0),
+                                        ("row_lr", 0.0), ("row_lr", -1e-3), ("lora_r", 0), ("lora_r", -4),
+                                        ("bucket", 0)])
 def test_degenerate_sft_configs_are_refused(key, value):
     from stages.sft import sft_config
 
@@ -405,6 +407,25 @@ def test_degenerate_sft_configs_are_refused(key, value):
     params["sft"][key] = value
     with pytest.raises(PipelineError, match=rf"sft\.{key} = {value!r}"):
         sft_config(params)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"lora": True, "lora_r": 0}, r"params\.yaml: sft\.lora_r must be >= 1, got 0"),
+    ({"lora": True, "lora_r": -2}, r"params\.yaml: sft\.lora_r must be >= 1, got -2"),
+    ({"lora": True, "row_lr": 0.0}, r"params\.yaml: sft\.row_lr must be > 0, got 0\.0"),
+    ({"row_lr": -1e-3}, r"params\.yaml: sft\.row_lr must be > 0, got -0\.001"),
+])
+def test_bad_lora_rank_and_row_lr_are_refused_by_train_before_it_writes(tmp_path, changes, message):
+    from pipeline.llm.sft import SFTConfig, train
+    from tests.llm_tiny import tiny_llama
+    from tests.test_llm_sft import samples, tokenizer_with_ids
+
+    tok = tokenizer_with_ids()
+    out = tmp_path / "out"
+    cfg = SFTConfig(steps=2, batch_size=4, lr=1e-3, warmup_steps=0, max_len=96, **changes)
+    with pytest.raises(PipelineError, match=message):
+        train(tiny_llama(tok), tok, *samples(), cfg, output_dir=out)
+    assert not out.exists()
 
 
 def test_a_nan_training_loss_stops_sft_naming_the_step(tmp_path):
@@ -468,6 +489,9 @@ def _problems(mutate) -> str:
     (lambda p: p["llm"].update(variants=["full", "nope"]), "llm.variants lists ['nope'], which llm.variant does not"),
     (lambda p: p["domain"]["sasrec"].update(dim=63), "domain.sasrec: dim 63 must be a multiple of n_heads 2"),
     (lambda p: p["sft"].update(warmup_steps=41), "sft: warmup_steps 41 exceeds steps 40"),
+    (lambda p: p["sft"].update(row_lr=0.0), "sft.row_lr = 0.0: Input should be greater than 0"),
+    (lambda p: p["sft"].update(lora_r=0), "sft.lora_r = 0: Input should be greater than or equal to 1"),
+    (lambda p: p["sft"].update(bucket=0), "sft.bucket = 0: Input should be greater than or equal to 1"),
     (lambda p: p["domain"].update(export=["lightgcn", "ncf"], models=["lightgcn", "mf"]),
      "domain.export lists ['ncf'], which domain.models does not train"),
     (lambda p: p["llm"].update(preload_from="mf"), "llm.preload_from 'mf' is not in domain.export"),

@@ -85,20 +85,6 @@ def test_models_without_logits_to_keep_fall_back(tok, monkeypatch):
         assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_scorer_keeps_the_features_of_what_it_scores(tok):
-    model = tiny_llama(tok).eval()
-    scorer = Scorer(model, tok, ScoreConfig(batch_size=2, max_len=64), pooling="last")
-    lp = scorer.first_token(PROMPTS[:2], torch.tensor([5, 6]))
-    assert lp.shape == (2, 2) and set(scorer._features) == set(PROMPTS[:2])
-    from pipeline.bdlm import llm_features
-
-    h = scorer.features([PROMPTS[2], PROMPTS[0], PROMPTS[0]])  # one new prompt, one kept twice
-    assert torch.allclose(h, llm_features(model, tok, [PROMPTS[2], PROMPTS[0], PROMPTS[0]], 64, "last"), atol=1e-5)
-    assert scorer.truncated == 0
-    with pytest.raises(Exception, match="pooling"):
-        Scorer(model, tok, ScoreConfig()).features(PROMPTS)
-
-
 @pytest.mark.parametrize("arch", ["llama", "t5"])
 def test_scorer_sequence_sums_the_answer_text_logprobs(tok, arch):
     """Scorer.sequence (text-id top-K) = sum of log p over the answer tokens before the eos,

@@ -134,13 +134,17 @@ def test_sequence_logprob_matches_a_direct_computation():
     assert got == pytest.approx(want, abs=1e-4)
 
 
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"bucket": 3}, {"bucket": 3, "lora": True, "lora_r": 4, "row_lr": 1e-2}],
+                         ids=["plain", "bucketed", "bucketed-lora"])
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, extra):
     tok = tokenizer_with_ids()
-    cfg = SFTConfig(steps=10, batch_size=4, lr=1e-3, warmup_steps=2, max_len=96, checkpoint_every=3)
-    whole, hist_whole, _ = train(tiny_llama(tok), tok, *samples(), cfg)
-    train(tiny_llama(tok), tok, *samples(), cfg, checkpoints=tmp_path, stop_after=5)
+    new_ids = tok.convert_tokens_to_ids(new_tokens(N_USERS, N_ITEMS))
+    cfg = SFTConfig(steps=10, batch_size=4, lr=1e-3, warmup_steps=2, max_len=96, checkpoint_every=3, **extra)
+    whole, hist_whole, _ = train(tiny_llama(tok), tok, *samples(), cfg, new_token_ids=new_ids)
+    train(tiny_llama(tok), tok, *samples(), cfg, checkpoints=tmp_path, stop_after=5, new_token_ids=new_ids)
     assert (tmp_path / "latest" / "progress.json").exists()
-    resumed, hist_resumed, _ = train(tiny_llama(tok), tok, *samples(), cfg, checkpoints=tmp_path)
+    resumed, hist_resumed, _ = train(tiny_llama(tok), tok, *samples(), cfg, checkpoints=tmp_path,
+                                     new_token_ids=new_ids)
     assert [h["loss"] for h in hist_resumed] == [h["loss"] for h in hist_whole]
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
@@ -181,3 +185,98 @@ def test_learning_curve_points_before_training_every_n_steps_and_at_the_end():
     curve = [(h["step"], h["samples"], h["valid_topk_HR@1"]) for h in history if "samples" in h]
     assert curve == [(0, 0, 1.0), (2, 4, 2.0), (4, 8, 3.0), (5, 10, 4.0)]
     assert seen == [False] * 4 and "loss" not in history[0] and history[-1]["loss"] > 0
+
+
+def test_lora_rows_are_an_optimizer_group_with_their_own_learning_rate():
+    from accelerate import Accelerator
+
+    from pipeline.llm.sft import ROW_PARAMS, _lora, prepare_optimization
+
+    tok = tokenizer_with_ids()
+    new_ids = tok.convert_tokens_to_ids(new_tokens(N_USERS, N_ITEMS))
+    model = _lora(tiny_llama(tok), SFTConfig(lora=True, lora_r=4), new_ids)
+    _, opt, sched = prepare_optimization(Accelerator(cpu=True), model, 1e-3, 0.0, 0, 10, row_lr=3e-2)
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_lr = {g["lr"]: [names[id(p)] for p in g["params"]] for g in opt.param_groups}
+    assert sorted(by_lr) == [1e-3, 3e-2]
+    assert by_lr[3e-2] and all(ROW_PARAMS in n for n in by_lr[3e-2])
+    assert by_lr[1e-3] and all("lora_" in n for n in by_lr[1e-3])  # the adapters, nothing frozen
+    sched.step()
+    assert sched.get_last_lr()[1] / sched.get_last_lr()[0] == pytest.approx(30)  # one schedule, both groups
+    # the positional call BDLM's joint training makes: one group at lr
+    _, opt, _ = prepare_optimization(Accelerator(cpu=True), tiny_llama(tok), 1e-3, 0.0, 0, 10)
+    assert [g["lr"] for g in opt.param_groups] == [1e-3]
+
+
+def test_under_lora_the_new_rows_move_at_row_lr():
+    tok = tokenizer_with_ids()
+    new_ids = tok.convert_tokens_to_ids(new_tokens(N_USERS, N_ITEMS))
+    before = tiny_llama(tok).get_input_embeddings().weight.detach()[new_ids].clone()
+    moved, losses = {}, {}
+    for row_lr in (1e-4, 1e-2):
+        cfg = SFTConfig(steps=10, batch_size=8, lr=1e-3, warmup_steps=0, max_len=96, lora=True, lora_r=4,
+                        row_lr=row_lr)
+        model, history, _ = train(tiny_llama(tok), tok, *samples(), cfg, new_token_ids=new_ids)
+        rows = model.get_input_embeddings().weight.detach()[new_ids]
+        moved[row_lr] = ((rows - before).norm(dim=1) / before.norm(dim=1)).mean().item()
+        losses[row_lr] = history[-1]["loss"]
+        assert all(h["row_lr"] == pytest.approx(h["lr"] * row_lr / 1e-3) for h in history)
+    # Adam moves a parameter by about its rate per step: 100x the rate, far more movement
+    assert moved[1e-2] > 20 * moved[1e-4] > 0
+    assert moved[1e-2] > 0.05
+    assert losses[1e-2] < losses[1e-4]
+
+
+def test_bucketed_batches_group_similar_lengths_and_cover_each_row_once_per_epoch():
+    lengths = np.random.default_rng(5).integers(10, 200, 103)
+    cfg = SFTConfig(batch_size=4, seed=3, bucket=5)
+    plain = SFTConfig(batch_size=4, seed=3)
+    per_epoch = -(-103 // 4) + 1
+    got = [batch_indices(103, cfg, s, 0, lengths=lengths) for s in range(3 * per_epoch)]
+    assert got == [batch_indices(103, cfg, s, 0, lengths=lengths) for s in range(3 * per_epoch)]
+    flat = sum(got, [])
+    assert sorted(flat[:103]) == list(range(103)) and sorted(flat[103:206]) == list(range(103))
+    # lengths=None, or bucket 1, is the plain permutation
+    assert batch_indices(103, cfg, 2, 0) == batch_indices(103, plain, 2, 0, lengths=lengths)
+
+    def padding(c):
+        rows = [batch_indices(103, c, s, 0, lengths=lengths) for s in range(25)]
+        return sum(max(lengths[r]) * len(r) - sum(lengths[r]) for r in rows)
+    assert padding(cfg) < padding(plain) / 3
+    # per rank and micro-step, as in training on several processes: the same rows, split
+    two = SFTConfig(batch_size=4, seed=3, bucket=5, grad_accum=2)
+    split = [batch_indices(103, two, 1, m, r, 2, lengths=lengths) for m in range(2) for r in range(2)]
+    assert sum(split, []) == flat[16:32]
+
+
+@pytest.mark.parametrize("kind", ["llama", "t5"])
+def test_bucketed_batches_give_every_sample_the_loss_it_has_alone(kind):
+    """Padding and its attention mask change nothing: a sample's answer log-likelihood is
+    the same in a length-bucketed batch, a shuffled batch, or alone."""
+    from pipeline.llm.encoding import collate
+    from pipeline.llm.forward import answer_logprobs
+
+    tok = tokenizer_with_ids()
+    model = build(kind, tok).eval()
+    prompts, answers = samples(reps=1)
+    prompts = [p + " history" * (i % 7) for i, p in enumerate(prompts)]  # lengths that differ
+    enc = encode(tok, prompts, answers, kind == "t5", 96)
+    lengths = [len(r) for r in enc.input_ids]
+    n = len(lengths)
+
+    def per_sample(cfg):
+        out = {}
+        for s in range(-(-n // cfg.batch_size)):
+            idx = batch_indices(n, cfg, s, 0, lengths=lengths)[:n - s * cfg.batch_size]
+            with torch.no_grad():
+                logp, rows, _ = answer_logprobs(model, collate(enc, idx, tok.pad_token_id, kind == "t5"))
+            sums = torch.zeros(len(idx)).index_add_(0, rows, logp)
+            counts = torch.zeros(len(idx)).index_add_(0, rows, torch.ones_like(logp))
+            out.update({i: -(sums[j] / counts[j]).item() for j, i in enumerate(idx)})
+        return out
+
+    bucketed, plain, alone = (per_sample(SFTConfig(batch_size=b, seed=1, bucket=k)) for b, k in ((4, 3), (4, 1), (1, 1)))
+    assert sorted(bucketed) == sorted(plain) == list(range(n))
+    for i in range(n):
+        assert bucketed[i] == pytest.approx(alone[i], abs=1e-5) and plain[i] == pytest.approx(alone[i], abs=1e-5)
+    assert np.mean(list(bucketed.values())) == pytest.approx(np.mean(list(plain.values())), abs=1e-6)

@@ -49,7 +49,8 @@ def answer_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
         at = target != IGNORE
         logits = logits[at]
     else:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        # no KV cache: nothing continues from this pass (building it costs a copy per layer)
+        inputs = {k: v for k, v in batch.items() if k != "labels"} | {"use_cache": False}
         target = labels[:, 1:]  # logits at position t predict token t + 1
         if keeps_logits(model):
             mask = torch.zeros_like(labels, dtype=torch.bool)
@@ -82,6 +83,8 @@ def prompt_forward(model, batch: dict[str, torch.Tensor], pos: torch.Tensor, poo
     rows = torch.arange(len(pos), device=pos.device)
     seq2seq = bool(_unwrap(model).config.is_encoder_decoder)
     extra = {"output_hidden_states": True} if pooling else {}
+    if not seq2seq:
+        extra["use_cache"] = False  # one pass, nothing continues from it
     if keeps_logits(model):
         out = model(**batch, logits_to_keep=pos[:, None], **extra)
         logits = out.logits[:, 0]

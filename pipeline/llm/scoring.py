@@ -40,19 +40,13 @@ class ScoreConfig:
 
 
 class Scorer:
-    """Batched first-token and sequence log-probabilities for one model + tokenizer.
+    """Batched first-token and sequence log-probabilities for one model + tokenizer."""
 
-    With `pooling` ('last' or 'mean') it also keeps the LLM feature h of every prompt it
-    scores (`features`): BDLM-drs reads h of the very prompts BDLM-llm is scored on, so the
-    joint evaluation needs no second forward pass over them."""
-
-    def __init__(self, model, tokenizer, cfg: ScoreConfig, pooling: str | None = None):
+    def __init__(self, model, tokenizer, cfg: ScoreConfig):
         self.model, self.tok, self.cfg = model.eval(), tokenizer, cfg
         self.seq2seq = bool(model.config.is_encoder_decoder)
         self.decoder_start = model.config.decoder_start_token_id if self.seq2seq else None
         self.truncated = 0
-        self.pooling = pooling
-        self._features: dict[str, torch.Tensor] = {}
         self.device = model.get_input_embeddings().weight.device
         self.precision = resolve(cfg.mixed_precision, self.device, "evaluate_llm.mixed_precision")
 
@@ -85,25 +79,9 @@ class Scorer:
             batch, pos, cut = prompt_batch(self.tok, chunk, self.cfg.max_len, self.decoder_start)
             self.truncated += cut
             with autocast(self.precision, self.device):
-                logits, h = prompt_forward(self.model, batch, pos, self.pooling)
-            if h is not None:
-                self._features.update(zip(chunk, h))
+                logits, _ = prompt_forward(self.model, batch, pos)
             out[idx] = torch.log_softmax(logits.float(), dim=-1)[:, columns].numpy()
         return out
-
-    def features(self, prompts: list[str]) -> torch.Tensor:
-        """h [len(prompts), hidden] (float32) for a Scorer built with `pooling`: the kept
-        features, a forward pass only for prompts not scored yet."""
-        if self.pooling is None:
-            raise PipelineError("Scorer.features needs a Scorer built with pooling='last' or 'mean'")
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._features]
-        if missing:
-            truncated = self.truncated
-            self.first_token(missing, torch.zeros(0, dtype=torch.long))
-            self.truncated = truncated  # these prompts are counted where they are scored
-        if not prompts:
-            return torch.zeros(0, self.model.get_input_embeddings().weight.shape[1])
-        return torch.stack([self._features[p] for p in prompts])
 
     @torch.no_grad()
     def sequence(self, prompts: list[str], answers: list[str], desc: str = "") -> np.ndarray:
