@@ -6,7 +6,6 @@ top k per row before the next block, so no items x items matrix is ever built.
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
