@@ -203,10 +203,10 @@ T3_BASELINES = [Ref("NCF", "domain", "ncf"), Ref("GMF", "domain", "gmf"), Ref("S
 T3_BDLM = [Ref("BDLM-llm", "joint", "bdlm", "llm"), Ref("BDLM-drs", "joint", "bdlm", "drs")]
 # Ablations: four joint experiments through one trainer and one budget (each changes one
 # thing: lambda = 0, random token rows, ids as text), read on both sides; then the SFT rows
-# (Cao et al.'s w/o aux beside LLM-only SFT).
+# (LLM-only SFT beside Cao et al.'s w/o aux and the randomly initialised tokens' w/o PE).
 ABLATION_STEPS = [("BDLM", "bdlm"), ("w/o JL", "wo_jl"), ("w/o PE", "wo_pe"), ("w/o ET", "wo_et")]
 ABLATION = ([Ref(f"{label} ({side})", "joint", name, side) for side in ("llm", "drs") for label, name in ABLATION_STEPS]
-            + [LLM_ONLY, Ref("w/o aux (SFT)", "llm", "no_aux")])
+            + [LLM_ONLY, Ref("w/o aux (SFT)", "llm", "no_aux"), Ref("w/o PE (SFT)", "llm", "no_pe")])
 # BDLM Table 4: BDLM with NCF as the domain model.
 T4_BASELINES = [Ref("NCF", "domain", "ncf")]
 T4_BDLM = [Ref("BDLM-NCF-llm", "joint", "ncf", "llm"), Ref("BDLM-NCF-drs", "joint", "ncf", "drs")]
@@ -635,7 +635,7 @@ def comparisons(inp: Inputs, t3: dict, curve: list[dict]) -> tuple[list[Comparis
     ab = {r.label: r for r in ABLATION}
     out += [Comparison("ablation", ab[f"{x} ({side})"], ab[f"{y} ({side})"]) for side in ("llm", "drs")
             for x, y in (("BDLM", "w/o JL"), ("w/o JL", "w/o PE"), ("w/o JL", "w/o ET"), ("w/o PE", "w/o ET"))]
-    out.append(Comparison("ablation", LLM_ONLY, ab["w/o aux (SFT)"]))
+    out += [Comparison("ablation", LLM_ONLY, ab[x]) for x in ("w/o aux (SFT)", "w/o PE (SFT)")]
     zero = next((p["experiment"] for p in curve if p["lambda"] == 0), None)
     if zero is None:
         notes.append("λ sweep: no λ = 0 point (`wo_jl` or `lambda_0`) to compare with" if curve
@@ -1002,7 +1002,7 @@ def markdown_report(rep: dict, plots: dict[str, str] | None = None) -> str:
            "BDLM, w/o JL (λ = 0), w/o PE (random token rows) and w/o ET (ids as plain text, no M) are"
            " joint experiments through one trainer with the same steps, batch, task mix and users, so"
            " each changes exactly one thing; each is read on the LLM side and on the DRS side. w/o aux"
-           " (no MIM/BPR/MLM) is an SFT variant: compare it with LLM-only SFT." + f1_caption(rep["ablation"]) + " "
+           " (no MIM/BPR/MLM) and w/o PE (SFT) are SFT variants: compare them with LLM-only SFT." + f1_caption(rep["ablation"]) + " "
            + users_caption(rep["ablation"]), "",
            md_metric_table(rep["ablation"]["rows"], rep["ablation"]["columns"]), "",
            "## Table 4: BDLM with NCF as the domain model", "",
