@@ -365,6 +365,12 @@ class Params(Section):
             if missing:
                 errors.append(f"joint.experiments is not empty, so domain.models must train {list(JOINT_MODELS)} "
                               f"(joint_train depends on both); missing {missing}")
+        if self.joint and self.joint.experiments and self.joint.experiment and self.llm and self.llm.vocab_modes:
+            for name in self.joint.experiments:
+                vocab = (self.joint.experiment.get(name) or JointExperiment()).vocab or "pe"
+                if vocab not in self.llm.vocab_modes:
+                    errors.append(f"joint.experiment.{name} starts from vocab '{vocab}', which llm.vocab_modes "
+                                  f"{self.llm.vocab_modes} does not build (expand_vocab)")
         if errors:
             raise ValueError("; ".join(errors))
         return self

@@ -472,6 +472,13 @@ def _problems(mutate) -> str:
     (lambda p: p.update(evalution={"seed": 1}), "unknown key 'evalution'; did you mean 'evaluation'?"),
     (lambda p: p["joint"]["experiment"]["bdlm"].update(lamda=1),
      "unknown key 'joint.experiment.bdlm.lamda'; did you mean 'lambda'?"),
+    (lambda p: p["joint"].update({"lambda": float("nan")}), "joint.lambda = nan: Input should be a finite number"),
+    (lambda p: p["joint"]["train"].update(refresh_every=0),
+     "joint.train.refresh_every = 0: Input should be greater than or equal to 1"),
+    (lambda p: p["joint"]["train"].update(drs_domain_weight=-0.5),
+     "joint.train.drs_domain_weight = -0.5: Input should be greater than or equal to 0"),
+    (lambda p: (p["llm"].update(vocab_modes=["pe", "text"], variants=["full", "no_et"])),
+     "joint.experiment.wo_pe starts from vocab 'rand', which llm.vocab_modes ['pe', 'text'] does not build"),
     # ranges, types and choices
     (lambda p: p["kcore"].update(seed=-1), "kcore.seed = -1: Input should be greater than or equal to 0"),
     (lambda p: p["kcore"].update(user_k=True), "kcore.user_k = True: Input should be a valid integer"),

@@ -143,7 +143,7 @@ def test_two_processes_share_the_step_and_stay_identical(tmp_path):
     batches = SFTConfig(batch_size=CFG.batch_size, grad_accum=1, seed=CFG.seed)
     for step in range(CFG.steps):
         whole = sum((batch_indices(len(data.llm_enc.input_ids), batches, step, 0, r, 2) for r in range(2)), [])
-        want = {"user": len(np.unique(data.llm_users[whole])), "item": len(np.unique(data.llm_items[whole]))}
+        want = {"user": len(np.unique(data.users[whole])), "item": len(np.unique(data.items[whole]))}
         got = {name: n for s, side, name, n in a["writes"] if s == step and side == "llm"}
         assert got == want, step
     # and the run differs from one process's (twice the prompts per step): it really split them

@@ -52,7 +52,9 @@ def project(tmp_path_factory) -> Path:
     params["prompts"].update(max_train_users=None, train_targets_per_user=1)
     params["sft"].update(steps=2, batch_size=2, checkpoint_every=1, max_len=128, warmup_steps=1)
     params["evaluate_llm"].update(max_users=5, batch_size=4)
-    params["joint"]["train"].update(steps=2, batch_size=2, drs_batch_size=2, checkpoint_every=1, max_len=128)
+    params["joint"]["train"].update(steps=2, batch_size=2, drs_batch_size=2, drs_pool=4, checkpoint_every=1,
+                                    max_len=128)
+    params["joint"]["experiments"] = ["bdlm", "wo_jl", "wo_et"]  # wo_pe needs vocab rand, not built here
     for m in params["domain"]["models"]:
         if "epochs" in params["domain"][m]:
             params["domain"][m]["epochs"] = 2
