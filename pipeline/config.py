@@ -438,7 +438,7 @@ def _describe(err: dict) -> str:
     if kind in ("float_type", "int_type") and isinstance(value, str):
         try:
             float(value)
-            msg += " (YAML reads 1e-3 as a string: write 1.0e-3 or 0.001)"
+            msg += " (a number in quotes is a string: write it without quotes)"
         except ValueError:
             pass
     if kind == "missing":

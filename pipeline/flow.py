@@ -30,7 +30,6 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
 
 # Before prefect is imported: its settings are read from the environment at import time.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -40,8 +39,9 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 from prefect import flow, get_run_logger, task  # noqa: E402
 
 from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.params import override_files, override_owner, write_override_record  # noqa: E402
+from pipeline.params import override_files, override_owner, read_yaml, write_override_record  # noqa: E402
 from pipeline.config import validate_params  # noqa: E402
+from ruamel.yaml.error import YAMLError  # noqa: E402
 
 PARAMS_FILE = "params.yaml"
 RAN, UP_TO_DATE, RESTORED = "ran", "up to date", "restored from run cache"
@@ -59,7 +59,7 @@ def stage_names(root: str | Path = ".") -> list[str]:
     path = Path(root) / "dvc.yaml"
     if not path.exists():
         raise PipelineError(f"{path}: not found (run from the repository root or pass --root)")
-    stages = (yaml.safe_load(path.read_text()) or {}).get("stages") or {}
+    stages = (read_yaml(path.read_text()) or {}).get("stages") or {}
     return list(stages)
 
 
@@ -159,8 +159,8 @@ def parse_overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, A
     for key, value in items:
         if isinstance(value, str):
             try:
-                value = yaml.safe_load(value) if value.strip() else value
-            except yaml.YAMLError:
+                value = read_yaml(value) if value.strip() else value
+            except YAMLError:
                 pass
         out[str(key).strip()] = value
     return out
@@ -293,7 +293,7 @@ def overridden_params(root: str | Path, overrides: dict[str, Any]) -> Iterator[d
     recover_params(root)
     path = Path(root) / PARAMS_FILE
     original = path.read_bytes()
-    params = yaml.safe_load(original) or {}
+    params = read_yaml(original.decode()) or {}
     new = apply_overrides(params, overrides)  # raises before anything is touched
     # the whole file as the stages will see it (names and the launcher become paths and shell
     # commands in dvc.yaml): checked before params.yaml is touched or DVC runs
@@ -307,7 +307,7 @@ def overridden_params(root: str | Path, overrides: dict[str, Any]) -> Iterator[d
         raise PipelineError(f"{backup} exists: flow run pid {owner.pid if owner else '?'} is running with its own "
                             f"overrides in {path.name}; wait for it to finish (it restores {path.name})")
     text = render_overrides(original.decode(), overrides).encode()
-    if yaml.safe_load(text) != new:  # the round trip must write exactly the validated params
+    if read_yaml(text.decode()) != new:  # the round trip must write exactly the validated params
         raise PipelineError(f"{path}: the overrides could not be written faithfully; params.yaml left unchanged")
     backup.write_bytes(original)
     write_override_record(path, hashlib.sha256(text).hexdigest())
@@ -537,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = parse_overrides(args.overrides)
         if args.datasets:
             overrides["datasets"] = args.datasets
-        params = yaml.safe_load((Path(args.root) / PARAMS_FILE).read_text()) or {}
+        params = read_yaml((Path(args.root) / PARAMS_FILE).read_text()) or {}
         validate_params(apply_overrides(params, overrides),  # validate before Prefect starts
                         "params.yaml" + (" with the -S/--datasets overrides" if overrides else ""))
         if args.list:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from pipeline.config import validate_params
 from pipeline.errors import PipelineError
@@ -17,14 +18,21 @@ from pipeline.errors import PipelineError
 PARAMS_FILE = Path("params.yaml")
 
 
+def read_yaml(text: str):
+    """YAML read as DVC reads params.yaml (ruamel, YAML 1.2): `no`, `off`, `yes` stay strings and
+    1e-3 is a number. PyYAML's YAML 1.1 disagrees on both, and `dvc exp run -S` writes the file
+    back in DVC's reading (a quoted "no" comes back as a bare no), so any other reader would see
+    a different file from the one DVC tracks."""
+    return YAML(typ="safe", pure=True).load(text)
+
+
 def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path}: params file not found (run from the repository root)")
     try:
-        with open(path) as f:
-            params = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:  # the file and the line, not a PyYAML traceback
+        params = read_yaml(path.read_text()) or {}
+    except YAMLError as e:  # the file and the line, not a parser traceback
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         raise PipelineError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None

@@ -482,7 +482,7 @@ def _problems(mutate) -> str:
     # ranges, types and choices
     (lambda p: p["kcore"].update(seed=-1), "kcore.seed = -1: Input should be greater than or equal to 0"),
     (lambda p: p["kcore"].update(user_k=True), "kcore.user_k = True: Input should be a valid integer"),
-    (lambda p: p["sft"].update(lr="1e-3"), "sft.lr = '1e-3': Input should be a valid number (YAML reads 1e-3"),
+    (lambda p: p["sft"].update(lr="1e-3"), "sft.lr = '1e-3': Input should be a valid number (a number in quotes is a string"),
     (lambda p: p["domain"]["train"].update(patience=0), "domain.train.patience = 0: Input should be greater than"),
     (lambda p: p["negatives"].update(text_anchor="user"),
      "negatives.text_anchor = 'user': Input should be 'history' or 'positive'"),

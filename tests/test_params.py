@@ -73,3 +73,22 @@ def test_a_task_mix_with_no_scored_task_is_refused_by_name(where):
         validate_params(params)
     node["task_weights"] = {"mim": 1.0, "retrieval": 0.1}
     validate_params(params)
+
+
+def test_params_are_read_as_dvc_reads_them(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml in DVC's reading (YAML 1.2): a quoted "no" comes
+    back bare. The pipeline reads the file the same way, so it still means the string no, and
+    1e-3 is a number (PyYAML's YAML 1.1 made the first False and the second a string)."""
+    import shutil
+
+    from pipeline.params import load_params, read_yaml
+
+    assert read_yaml("a: no\nb: 1e-3\nc: off\n") == {"a": "no", "b": 0.001, "c": "off"}
+    path = tmp_path / "params.yaml"
+    shutil.copy("params.yaml", path)
+    text = path.read_text()
+    assert 'mixed_precision: "no"' in text
+    path.write_text(text.replace('mixed_precision: "no"', "mixed_precision: no").replace(
+        "lr: 0.0002", "lr: 2e-4", 1))
+    p = load_params(path)
+    assert p["evaluate_llm"]["mixed_precision"] == "no" and p["sft"]["lr"] == 0.0002
