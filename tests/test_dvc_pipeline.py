@@ -111,9 +111,12 @@ def test_param_change_reruns_only_dependents(project):
     assert (project / "data/metrics/kcore/tiny.json").read_text() != before
     params["negatives"]["seed"] = 7
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    # new candidate sets: re-scored and new eval prompts, but no model is retrained
+    # new candidate sets: re-scored and new eval prompts; no domain model is retrained, but the
+    # LLMs are: their training top-K sets are drawn by the same sampler (prompts.train_topk_sampler:
+    # eval), SFT's learning curve and the DRS's selection read the valid candidate sets
     assert ran(dvc(project, "repro")) == {"check_params", "negatives", "evaluate_domain", "evaluate_floors", "baselines",
-                                         "build_prompts", "evaluate_llm", "evaluate_joint", "report"}
+                                         "build_prompts", "sft", "evaluate_llm", "joint_train", "evaluate_joint",
+                                         "report"}
     params["domain"]["mf"]["dim"] = 8  # one model's params: only that model and the table
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     out = dvc(project, "repro")
