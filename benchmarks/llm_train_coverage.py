@@ -20,27 +20,17 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import paths  # noqa: E402
 from pipeline.llm.sft import SFTConfig, batch_indices, training_pairs  # noqa: E402
-from pipeline.params import validate_params  # noqa: E402
+from pipeline.params import apply_overrides, parse_overrides, read_yaml, validate_params  # noqa: E402
 from pipeline.prompts import Renderer, build_specs, domain_for, item_texts, load_inputs, render_table  # noqa: E402
 from stages.build_prompts import config as prompts_config, evaluated_users  # noqa: E402
 from stages.negatives import config as negatives_config  # noqa: E402
 
 SCORED = ("topk", "retrieval", "interaction", "rating")
-
-
-def apply_set(params: dict, assignment: str) -> None:
-    key, _, value = assignment.partition("=")
-    node = params
-    *parents, leaf = key.split(".")
-    for k in parents:
-        node = node[k]
-    node[leaf] = yaml.safe_load(value)
 
 
 def coverage(params: dict, dataset: str, aux: bool = True) -> dict:
@@ -85,13 +75,12 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="dotted.key=yaml-value override")
     p.add_argument("--no-aux", action="store_true", help="the variant without the auxiliary tasks")
     args = p.parse_args()
-    params = yaml.safe_load(Path(args.params).read_text())
+    params = read_yaml(Path(args.params).read_text())
     if args.profile:
         from pipeline import profile
 
-        params = profile.apply(params, profile.load(args.profile, Path(__file__).resolve().parents[1] / "profiles"))
-    for a in args.set:
-        apply_set(params, a)
+        params = apply_overrides(params, profile.load(args.profile, Path(__file__).resolve().parents[1] / "profiles"))
+    params = apply_overrides(params, parse_overrides(args.set))
     validate_params(params, args.params)
     print(json.dumps(coverage(params, args.dataset, aux=not args.no_aux), indent=1))
 

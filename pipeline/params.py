@@ -2,6 +2,7 @@
 load_params validates the whole file first (pipeline/config.py)."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import socket
@@ -41,6 +42,75 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     validate_params(params, str(path))  # the whole file, once: types, ranges, unknown keys
     check_no_leftover_override(path)
     return params
+
+
+# --- dotted overrides (the flow's -S, profiles/*.yaml): one way to apply them ---------------
+
+def parse_overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+    """{"section.key": value} or ["section.key=value", ...] (values parsed as YAML, like
+    `dvc exp run -S`)."""
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        items = overrides.items()
+    else:
+        items = []
+        for o in overrides:
+            if "=" not in o:
+                raise PipelineError(f"override {o!r}: expected section.key=value")
+            items.append(tuple(o.split("=", 1)))
+    out = {}
+    for key, value in items:
+        if isinstance(value, str):
+            try:
+                value = read_yaml(value) if value.strip() else value
+            except YAMLError:
+                pass
+        out[str(key).strip()] = value
+    return out
+
+
+def _type_name(v: Any) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def _same_kind(old: Any, new: Any) -> bool:
+    if old is None or new is None:
+        return True  # optional params (e.g. kcore.min_rating: null)
+    if isinstance(old, bool) or isinstance(new, bool):
+        return isinstance(old, bool) and isinstance(new, bool)
+    if isinstance(old, float) and isinstance(new, int):
+        return True
+    for kind in (int, float, str, list, dict):
+        if isinstance(old, kind):
+            return isinstance(new, kind)
+    return type(old) is type(new)
+
+
+def apply_overrides(params: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of params with the overrides set; every key must exist and keep its type."""
+    new = copy.deepcopy(params)
+    errors = []
+    for key, value in overrides.items():
+        parts, node = key.split("."), new
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict):
+                errors.append(f"unknown param '{key}' (params.yaml has no section '{'.'.join(parts[:i])}' there)")
+                break
+            if part not in node:
+                errors.append(f"unknown param '{key}' (params.yaml has no '{'.'.join(parts[:i + 1])}')")
+                break
+            if i == len(parts) - 1:
+                if not _same_kind(node[part], value):
+                    errors.append(f"param '{key}' is {_type_name(node[part])} ({node[part]!r}), "
+                                  f"got {_type_name(value)} {value!r}")
+                else:
+                    node[part] = value
+            else:
+                node = node[part]
+    if errors:
+        raise PipelineError("; ".join(errors) + "; params.yaml left unchanged")
+    return new
 
 
 # --- flow overrides (pipeline/flow.py writes them; every stage checks for a leftover) ------

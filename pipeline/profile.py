@@ -11,7 +11,6 @@ params.yaml key, and params.yaml with the overrides applied must pass the config
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import shlex
@@ -19,11 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.config import validate_params
 from pipeline.errors import PipelineError
 from pipeline.names import check_name
+from pipeline.params import apply_overrides, read_yaml
 
 PROFILES = Path("profiles")
 
@@ -39,25 +37,11 @@ def load(name: str, folder: Path = PROFILES) -> dict[str, Any]:
         raise PipelineError(f"profile {name!r} does not exist: no {Path(folder) / (name + '.yaml')} "
                             f"(profiles: {', '.join(have) or 'none'})")
     check_name(name, "profile")
-    doc = yaml.safe_load((Path(folder) / f"{name}.yaml").read_text()) or {}
+    doc = read_yaml((Path(folder) / f"{name}.yaml").read_text()) or {}
     if not isinstance(doc, dict) or not isinstance(doc.get("set"), dict) or not doc["set"]:
         raise PipelineError(f"{Path(folder) / (name + '.yaml')}: needs a non-empty `set:` mapping of dotted "
                             "params.yaml keys to values")
     return doc["set"]
-
-
-def apply(params: dict, overrides: dict[str, Any]) -> dict:
-    """params with each dotted override set (a copy); a key whose parent is not a mapping is refused."""
-    out = copy.deepcopy(params)
-    for key, value in overrides.items():
-        node = out
-        *parents, leaf = str(key).split(".")
-        for k in parents:
-            if not isinstance(node.get(k), dict):
-                raise PipelineError(f"profile key {key!r}: params.yaml has no section {k!r} there")
-            node = node[k]
-        node[leaf] = value
-    return out
 
 
 def _hydra(value: Any) -> str:
@@ -78,8 +62,12 @@ def _hydra(value: Any) -> str:
 def command(name: str, params_file: Path = Path("params.yaml"), folder: Path = PROFILES) -> list[str]:
     """argv of `dvc exp run -S ...` for the profile, after validating the overridden params."""
     overrides = load(name, folder)
-    params = yaml.safe_load(Path(params_file).read_text())
-    validate_params(apply(params, overrides), f"{params_file} + profile {name}")
+    where = f"{params_file} + profile {name}"
+    try:
+        params = apply_overrides(read_yaml(Path(params_file).read_text()), overrides)
+    except PipelineError as e:
+        raise PipelineError(f"{where}: {e}") from None
+    validate_params(params, where)
     argv = ["dvc", "exp", "run", "--name", name]
     for key, value in overrides.items():
         argv += ["-S", f"{key}={_hydra(value)}"]
