@@ -25,7 +25,8 @@ from pipeline.errors import PipelineError
 from pipeline.llm.base import is_seq2seq
 from pipeline.llm.encoding import collate, encode
 from pipeline.llm.forward import answer_loss
-from pipeline.llm.sft import SFTConfig, accelerator, batch_indices, prepare_optimization, training_pairs
+from pipeline.llm.sft import (SFTConfig, accelerator, batch_indices, nonfinite_processes, prepare_optimization,
+                              training_pairs)
 
 SHARE = ("users", "items", "both")
 POOLING = ("last", "mean")
@@ -269,12 +270,10 @@ class JointTrainer:
                 ml = self._ml(self.rows.rows, ids) if self.tables else torch.zeros(())
             loss = task
         # every process checks every process's loss: one raising alone would leave the others
-        # waiting in the next collective (the same as pipeline.llm.sft.check_finite)
-        bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=self.device)
-        if self.acc.num_processes > 1:
-            bad = self.acc.gather(bad)
-        if bad.any():
-            where = [int(r) for r in torch.nonzero(bad.flatten()).flatten()]
+        # waiting in the next collective
+        flags = nonfinite_processes(self.acc, [loss.item()])
+        if any(flags):
+            where = [r for r, f in enumerate(flags) if f]
             raise PipelineError(f"joint training: the LLM loss is not finite on process(es) {where} at step {step + 1} "
                                 f"(this process: task loss {task.item()}, mutual-learning loss {ml.item()}); stopped "
                                 "on every process before the update, nothing written: lower the lr or lambda, or "

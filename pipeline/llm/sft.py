@@ -293,13 +293,19 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
                             "precision": acc.mixed_precision, "config": asdict(cfg)}
 
 
+def nonfinite_processes(acc: Accelerator, losses: list[float]) -> list[bool]:
+    """Per process, whether any of its `losses` is not finite: a collective (every process
+    calls it and gets the same list), so all of them can stop together."""
+    bad = torch.tensor([0.0 if np.isfinite(losses).all() else 1.0], device=acc.device)
+    return [bool(f) for f in acc.gather(bad).flatten().tolist()]
+
+
 def check_finite(acc: Accelerator, losses: list[float], step: int, cfg: SFTConfig) -> None:
     """Stop every process together when the loss of any one is not finite: every later step
     would train on NaN weights, so the run stops with nothing written. The verdict is
     collective (a gather of each process's flag): a process raising alone left the others
     waiting for it in the next collective (the gradient all-reduce, a checkpoint barrier)."""
-    bad = torch.tensor([0.0 if np.isfinite(losses).all() else 1.0], device=acc.device)
-    flags = acc.gather(bad).flatten().tolist()
+    flags = nonfinite_processes(acc, losses)
     if any(flags):
         where = ", ".join(str(r) for r, f in enumerate(flags) if f)
         what = (f"not finite on process {where} of {len(flags)} (this is process {acc.process_index}: {losses})"
