@@ -38,12 +38,13 @@ from pipeline.evaluation import EvalSets, llm_users
 from pipeline.llm.base import is_seq2seq, load_base
 from pipeline.params import get, load_params, section
 from pipeline.train_domain import domain_configs
+from stages.sft import render
 
 JOINT_MODELS = ("lightgcn", "ncf")  # BDLM's two (paper Tables 3 and 4)
-# The LLM an experiment starts from: BDLM's pre-loaded tokens (pe); the ablations w/o PE
-# (randomly initialised tokens, rand) and w/o ET (ids as plain text, no tokens and no M: text)
-# go through the same trainer with the same budget, so each changes exactly one thing.
-VOCABS = {"pe": "tokens", "rand": "tokens", "text": "text"}  # vocab -> prompt render
+# The LLM an experiment starts from (joint.experiment.<name>.vocab, checked by the config
+# layer): BDLM's pre-loaded tokens (pe); the ablations w/o PE (randomly initialised tokens,
+# rand) and w/o ET (ids as plain text, no tokens and no M: text) go through the same trainer
+# with the same budget, so each changes exactly one thing. Its prompts: stages.sft.render.
 
 
 def joint_dir(ds: str, experiment: str) -> Path:
@@ -73,8 +74,6 @@ def joint_settings(params: dict, experiment: str) -> tuple[JointConfig, str, dic
     if not lam >= 0:
         raise PipelineError(f"params.yaml: {lam_name} (the mutual-learning weight) must be >= 0, got {lam}")
     vocab = exp.get("vocab", "pe")
-    if vocab not in VOCABS:
-        raise PipelineError(f"params.yaml: {where}.vocab is {vocab!r}; one of {list(VOCABS)}")
     train = {**get(sec, "train", dict, "joint"),
              **{k: v for k, v in exp.items() if k not in ("model", "lambda", "vocab")}}
     values = {}
@@ -95,10 +94,10 @@ def joint_settings(params: dict, experiment: str) -> tuple[JointConfig, str, dic
 
 
 def inputs(ds: str, model: str, vocab: str) -> dict[str, Path]:
-    render = paths.prompts(ds, VOCABS[vocab])
+    prompts = paths.prompts(ds, render(vocab))
     need = {"vocab": paths.vocab_llm(ds, vocab) / "vocab.json",
             "domain": paths.domain(ds, model) / "config.json",
-            "prompts": render / "train.parquet", "valid": render / "valid.parquet", "items": render / "items.parquet",
+            "prompts": prompts / "train.parquet", "valid": prompts / "valid.parquet", "items": prompts / "items.parquet",
             "split": paths.split(ds) / "train.parquet"}
     stage = {"vocab": f"expand_vocab@{ds}-{vocab}", "domain": f"pretrain_domain@{ds}-{model}",
              "prompts": f"build_prompts@{ds}", "valid": f"build_prompts@{ds}", "items": f"build_prompts@{ds}",
@@ -167,7 +166,7 @@ def main() -> None:
         return
     seconds = round(time.perf_counter() - start, 1)
     config = {"dataset": ds, "experiment": name, "domain_model": model_name, "domain_config": trained,
-              "vocab": vocab_mode, "render": VOCABS[vocab_mode],
+              "vocab": vocab_mode, "render": render(vocab_mode),
               "lambda": cfg.lam, "joint": asdict(cfg), "task_weights": weights, "aux": aux,
               "n_users": ev.n_users, "n_items": ev.n_items, "hidden_size": hidden,
               "domain_dim": drs.dim, "pair_feature_dim": drs.feature_dim, "projection": drs.projection,

@@ -170,20 +170,26 @@ def evaluate_drs(drs: DRS, features: PairH, valid: pa.Table, test: pa.Table) -> 
     item lists)` gives h [len(items), hidden] per prefix (pipeline.bdlm.features)."""
     drs.eval()
     out = metrics.Outcomes()
-    for name, t in (("valid", _rows(valid, "interaction")), ("test", _rows(test, "interaction"))):
+    inter = {"valid": _rows(valid, "interaction"), "test": _rows(test, "interaction")}
+    topk = _rows(test, "topk")
+    cands = metrics.candidate_matrix(topk) if len(topk) else np.zeros((0, 0), dtype=np.int64)
+    # one call over every scored row: a user's test interaction pair and top-K candidates share
+    # their prefix, which is then read once
+    parts = [(t["pair_prefix"].to_pylist(), [[int(i)] for i in t["iid"].to_numpy()]) for t in inter.values()]
+    parts.append((topk["pair_prefix"].to_pylist(), cands.tolist()))
+    h = pair_h_by_prefix(features, [p for ps, _ in parts for p in ps], [i for _, its in parts for i in its])
+    at = 0
+    for name, t in inter.items():
         if len(t):
-            iids = t["iid"].to_numpy().astype(np.int64)
-            h = torch.cat(pair_h_by_prefix(features, t["pair_prefix"].to_pylist(), [[int(i)] for i in iids]))
-            s = drs.logits(h, torch.tensor(t["uid"].to_numpy(), dtype=torch.long), torch.tensor(iids))
+            s = drs.logits(torch.cat(h[at:at + len(t)]), torch.tensor(t["uid"].to_numpy(), dtype=torch.long),
+                           torch.tensor(t["iid"].to_numpy().astype(np.int64)))
             out.binary(name, t["uid"].to_numpy(), t["label"].to_numpy(), s.numpy().astype(np.float64))
-    t = _rows(test, "topk")
-    if len(t):
-        cands = metrics.candidate_matrix(t)
-        h = pair_h_by_prefix(features, t["pair_prefix"].to_pylist(), cands.tolist())
-        users = t["uid"].to_numpy().astype(np.int64)
+        at += len(t)
+    if len(topk):
+        users = topk["uid"].to_numpy().astype(np.int64)
         s = np.stack([drs.logits(hr, torch.full((len(c),), int(u)), torch.tensor(c)).numpy()
-                      for hr, u, c in zip(h, users, cands)])
-        out.candidates("topk", t["uid"].to_numpy(), s.astype(np.float64), t["label_index"].to_numpy())
+                      for hr, u, c in zip(h[at:], users, cands)])
+        out.candidates("topk", topk["uid"].to_numpy(), s.astype(np.float64), topk["label_index"].to_numpy())
     return out.table()
 
 
