@@ -187,6 +187,14 @@ class Domain(Section):
 class Variant(Section):
     vocab: Literal["pe", "rand", "text"] = None
     aux: bool = None
+    align: Decay = None  # weight of sft's answer-state / user-row alignment loss (absent or 0: off)
+
+    @model_validator(mode="after")
+    def _align_needs_user_rows(self):
+        if self.align and self.vocab == "text":
+            raise ValueError(f"align = {self.align} needs user tokens (vocab pe or rand); "
+                             "with vocab text there is no user row to align with")
+        return self
 
 
 class Llm(Section):

@@ -206,7 +206,8 @@ T3_BDLM = [Ref("BDLM-llm", "joint", "bdlm", "llm"), Ref("BDLM-drs", "joint", "bd
 # (LLM-only SFT beside Cao et al.'s w/o aux and the randomly initialised tokens' w/o PE).
 ABLATION_STEPS = [("BDLM", "bdlm"), ("w/o JL", "wo_jl"), ("w/o PE", "wo_pe"), ("w/o ET", "wo_et")]
 ABLATION = ([Ref(f"{label} ({side})", "joint", name, side) for side in ("llm", "drs") for label, name in ABLATION_STEPS]
-            + [LLM_ONLY, Ref("w/o aux (SFT)", "llm", "no_aux"), Ref("w/o PE (SFT)", "llm", "no_pe")])
+            + [LLM_ONLY, Ref("w/o aux (SFT)", "llm", "no_aux"), Ref("w/o PE (SFT)", "llm", "no_pe"),
+               Ref("+ align loss (SFT, an option)", "llm", "align")])
 # BDLM Table 4: BDLM with NCF as the domain model.
 T4_BASELINES = [Ref("NCF", "domain", "ncf")]
 T4_BDLM = [Ref("BDLM-NCF-llm", "joint", "ncf", "llm"), Ref("BDLM-NCF-drs", "joint", "ncf", "drs")]
@@ -636,6 +637,7 @@ def comparisons(inp: Inputs, t3: dict, curve: list[dict]) -> tuple[list[Comparis
     out += [Comparison("ablation", ab[f"{x} ({side})"], ab[f"{y} ({side})"]) for side in ("llm", "drs")
             for x, y in (("BDLM", "w/o JL"), ("w/o JL", "w/o PE"), ("w/o JL", "w/o ET"), ("w/o PE", "w/o ET"))]
     out += [Comparison("ablation", LLM_ONLY, ab[x]) for x in ("w/o aux (SFT)", "w/o PE (SFT)")]
+    out.append(Comparison("ablation", ab["+ align loss (SFT, an option)"], LLM_ONLY))
     zero = next((p["experiment"] for p in curve if p["lambda"] == 0), None)
     if zero is None:
         notes.append("λ sweep: no λ = 0 point (`wo_jl` or `lambda_0`) to compare with" if curve

@@ -29,7 +29,7 @@ def main() -> None:
     p = dataset_parser(__doc__, ("variant", "a name under llm.variant in params.yaml"))
     args = p.parse_args()
     params = load_params(args.params)
-    mode, _ = variant_settings(params, args.variant)
+    mode, _, _ = variant_settings(params, args.variant)
     sft_cfg, _ = sft_config(params)
     sec = section(params, "evaluate_llm")
     cfg = ScoreConfig(batch_size=get(sec, "batch_size", int, "evaluate_llm"), max_len=sft_cfg.max_len,

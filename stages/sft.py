@@ -8,6 +8,7 @@ On GPUs: `accelerate launch --config_file configs/accelerate_zero3.yaml -m stage
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -33,8 +34,8 @@ from pipeline.llm.tokens import new_tokens
 from pipeline.params import get, load_params, section
 
 
-def variant_settings(params: dict, variant: str) -> tuple[str, bool]:
-    """(vocab mode, aux on) of an llm.variant entry, checked."""
+def variant_settings(params: dict, variant: str) -> tuple[str, bool, float]:
+    """(vocab mode, aux on, alignment-loss weight) of an llm.variant entry, checked."""
     llm = section(params, "llm")
     table = get(llm, "variant", dict, "llm")
     if variant not in table:
@@ -44,7 +45,13 @@ def variant_settings(params: dict, variant: str) -> tuple[str, bool]:
     modes = get(llm, "vocab_modes", list, "llm")
     if mode not in modes:
         raise PipelineError(f"params.yaml: llm.variant.{variant}.vocab is '{mode}', not one of llm.vocab_modes {modes}")
-    return mode, get(v, "aux", bool, f"llm.variant.{variant}")
+    align = get(v, "align", (int, float), f"llm.variant.{variant}") if "align" in v else 0.0
+    if not (math.isfinite(align) and align >= 0):
+        raise PipelineError(f"params.yaml: llm.variant.{variant}.align = {align!r} must be a finite number >= 0")
+    if align and mode == "text":
+        raise PipelineError(f"params.yaml: llm.variant.{variant}.align = {align} needs user tokens "
+                            f"(vocab pe or rand), not vocab '{mode}'")
+    return mode, get(v, "aux", bool, f"llm.variant.{variant}"), float(align)
 
 
 SFT_MIN = {"steps": 1, "batch_size": 1, "grad_accum": 1, "warmup_steps": 0, "max_len": 8, "checkpoint_every": 1,
@@ -53,7 +60,8 @@ SFT_MIN = {"steps": 1, "batch_size": 1, "grad_accum": 1, "warmup_steps": 0, "max
 
 def sft_config(params: dict) -> tuple[SFTConfig, dict[str, float]]:
     sec = section(params, "sft")
-    fields = {f: type(getattr(SFTConfig(), f)) for f in SFTConfig.__dataclass_fields__}
+    # align_weight is a variant's (llm.variant.<name>.align), not the sft section's
+    fields = {f: type(getattr(SFTConfig(), f)) for f in SFTConfig.__dataclass_fields__ if f != "align_weight"}
     values = {}
     for key, typ in fields.items():
         values[key] = get(sec, key, (int, float) if typ is float else typ, "sft")
@@ -96,8 +104,9 @@ def main() -> None:
     p = dataset_parser(__doc__, ("variant", "a name under llm.variant in params.yaml"))
     args = p.parse_args()
     params = load_params(args.params)
-    mode, aux = variant_settings(params, args.variant)
+    mode, aux, align = variant_settings(params, args.variant)
     cfg, weights = sft_config(params)
+    cfg = dataclasses.replace(cfg, align_weight=align)
     vocab_dir = paths.vocab_llm(args.dataset, mode)
     prompts_file = paths.prompts(args.dataset, render(mode)) / "train.parquet"
     for need, stage in ((vocab_dir, f"expand_vocab@{args.dataset}-{mode}"), (prompts_file, f"build_prompts@{args.dataset}")):
@@ -116,7 +125,7 @@ def main() -> None:
                                     sort_keys=True).encode()).hexdigest()[:16]
     checkpoints = paths.checkpoints("sft", args.dataset, args.variant, key)
     checkpoints.mkdir(parents=True, exist_ok=True)
-    print(f"[sft] {args.dataset}/{args.variant}: vocab={mode} aux={aux}, {len(prompts)} samples, "
+    print(f"[sft] {args.dataset}/{args.variant}: vocab={mode} aux={aux} align={align}, {len(prompts)} samples, "
           f"{cfg.steps} steps x {cfg.batch_size} x {cfg.grad_accum}")
     start = time.perf_counter()
     # under `accelerate launch` every process trains, the main one alone writes (train() saves
@@ -126,15 +135,16 @@ def main() -> None:
     with atomic_dir(out) if main_process else nullcontext(out) as tmp:
         _, history, stats = train(model, tokenizer, prompts, answers, cfg, checkpoints=checkpoints,
                                   new_token_ids=new_ids, output_dir=tmp,
-                                  evaluate=curve_evaluator(params, args.dataset, mode, cfg, tokenizer))
+                                  evaluate=curve_evaluator(params, args.dataset, mode, cfg, tokenizer),
+                                  user_token_ids=new_ids[:vocab["n_users"]])
         if main_process:
-            write_json({"variant": args.variant, "vocab": mode, "aux": aux, "base": vocab.get("base"),
+            write_json({"variant": args.variant, "vocab": mode, "aux": aux, "align": align, "base": vocab.get("base"),
                         "n_users": vocab["n_users"], "n_items": vocab["n_items"], lineage.KEY: ids},
                        tmp / "variant.json")
     if not main_process:
         return
     shutil.rmtree(checkpoints, ignore_errors=True)
-    write_json({"dataset": args.dataset, "variant": args.variant, "vocab": mode, "aux": aux,
+    write_json({"dataset": args.dataset, "variant": args.variant, "vocab": mode, "aux": aux, "align": align,
                 "train_seconds": round(time.perf_counter() - start, 1), "samples": stats["samples"],
                 "prompts_truncated": stats["truncated"], "precision": stats["precision"], "final_loss": history[-1]["loss"],
                 "curve": [{k: h[k] for k in ("step", "samples", "valid_topk_HR@1", "valid_topk_NDCG@20")}

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from pipeline.llm.encoding import IGNORE, encode, prompt_batch
+from pipeline.llm.encoding import IGNORE, collate, encode, prompt_batch
 from pipeline.metrics import summarize
 from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
 from pipeline.llm.sft import SFTConfig, batch_indices, train
@@ -280,3 +280,79 @@ def test_bucketed_batches_give_every_sample_the_loss_it_has_alone(kind):
     for i in range(n):
         assert bucketed[i] == pytest.approx(alone[i], abs=1e-5) and plain[i] == pytest.approx(alone[i], abs=1e-5)
     assert np.mean(list(bucketed.values())) == pytest.approx(np.mean(list(plain.values())), abs=1e-6)
+
+
+# --- the alignment-loss option (llm.variant.<name>.align) --------------------------------
+
+@pytest.mark.parametrize("arch", ["llama", "t5"])
+def test_answer_loss_and_state_is_answer_loss_plus_the_answer_position_state(arch):
+    from pipeline.llm.forward import answer_loss, answer_loss_and_state, prompt_forward
+
+    tok = tokenizer_with_ids()
+    model = build(arch, tok).eval()
+    seq2seq = arch == "t5"
+    prompts, answers = samples(reps=1)
+    enc = encode(tok, prompts[:4], answers[:4], seq2seq, 96)
+    batch = collate(enc, [0, 1, 2, 3], tok.pad_token_id, seq2seq)
+    start = model.config.decoder_start_token_id if seq2seq else None
+    pbatch, pos, _ = prompt_batch(tok, prompts[:4], 96, start)
+    with torch.no_grad():
+        loss, state = answer_loss_and_state(model, batch)
+        _, h = prompt_forward(model, pbatch, pos, "last")
+    assert torch.allclose(loss, answer_loss(model, batch), atol=1e-6)
+    assert torch.allclose(state.float(), h, atol=1e-5)
+
+
+def test_alignment_loss_reads_each_prompts_first_user_row():
+    from pipeline.llm.sft import alignment_loss
+
+    tok = tokenizer_with_ids()
+    model = tiny_llama(tok)
+    users = torch.tensor(tok.convert_tokens_to_ids(new_tokens(N_USERS, 0)))
+    ids = tok(["User <uid_3> then <uid_5> Answer:", "User <uid_7> Answer:", "no user here"],
+              padding=True, return_tensors="pt")["input_ids"]
+    rows = model.get_input_embeddings().weight.detach()
+    u3, u7 = rows[users[3]], rows[users[7]]
+    # the state equals row 3 in row 0, is orthogonal to row 7 in row 1; row 2 names no user
+    ortho = torch.randn(u7.shape)
+    ortho -= (ortho @ u7) / (u7 @ u7) * u7
+    state = torch.stack([2.5 * u3, ortho, torch.randn(u3.shape)])  # cosine: the scale of s does not count
+    loss = alignment_loss(model, {"input_ids": ids}, state, users)
+    assert loss.item() == pytest.approx(0.5, abs=1e-5)  # (0 + 1) / 2, row 2 left out
+    none = alignment_loss(model, {"input_ids": ids[2:]}, state[2:].requires_grad_(), users)
+    assert none.item() == 0.0 and none.requires_grad
+
+
+def test_alignment_loss_pulls_the_answer_state_towards_the_user_row():
+    """Trained with align_weight > 0, the answer state's cosine with the prompt's user row
+    rises well above the run without it (same seed, same batches). Without it the cosine goes
+    strongly negative: with a tied head a user row is a wrong answer's output row, so cross-
+    entropy pushes the answer state away from it (measured here: -0.90)."""
+    from pipeline.llm.forward import prompt_forward
+
+    tok = tokenizer_with_ids()
+    new_ids = tok.convert_tokens_to_ids(new_tokens(N_USERS, N_ITEMS))
+    prompts, answers = samples()
+    cos = {}
+    for weight in (0.0, 5.0):
+        cfg = SFTConfig(steps=40, batch_size=8, lr=3e-3, warmup_steps=2, max_len=96, align_weight=weight)
+        model, hist, _ = train(tiny_llama(tok), tok, prompts, answers, cfg, new_token_ids=new_ids,
+                               user_token_ids=new_ids[:N_USERS])
+        assert ("align" in hist[-1]) == (weight > 0)
+        batch, pos, _ = prompt_batch(tok, [prompt(u, list(range(N_ITEMS))) for u in range(N_USERS)], 96)
+        with torch.no_grad():
+            _, h = prompt_forward(model, batch, pos, "last")
+            rows = model.get_input_embeddings().weight[new_ids[:N_USERS]]
+        cos[weight] = torch.nn.functional.cosine_similarity(h, rows, dim=-1).mean().item()
+    assert cos[0.0] < 0 < cos[5.0] and cos[5.0] > cos[0.0] + 0.5, cos
+
+
+def test_alignment_needs_user_tokens():
+    from pipeline.errors import PipelineError
+
+    tok = tokenizer_with_ids()
+    with pytest.raises(PipelineError, match="align_weight > 0 needs user tokens"):
+        train(tiny_llama(tok), tok, *samples(tokens=False), SFTConfig(steps=1, align_weight=1.0))
+    with pytest.raises(PipelineError, match="align_weight must be a finite number >= 0"):
+        train(tiny_llama(tok), tok, *samples(), SFTConfig(steps=1, align_weight=float("nan")),
+              user_token_ids=[1])

@@ -254,7 +254,8 @@ def test_other_tables_and_plot_data(built):
     rep = build_report(collect(built, DS), ["full", "no_aux", "no_et"])
     abl = {r["model"]: r for r in rep["ablation"]["rows"]}
     assert list(abl) == [f"{s} ({side})" for side in ("llm", "drs") for s in ("BDLM", "w/o JL", "w/o PE", "w/o ET")] + [
-        "LLM-only SFT", "w/o aux (SFT)", "w/o PE (SFT)", "Random", "Centrality (title)", "Centrality + pop."]
+        "LLM-only SFT", "w/o aux (SFT)", "w/o PE (SFT)", "+ align loss (SFT, an option)", "Random",
+        "Centrality (title)", "Centrality + pop."]
     assert abl["BDLM (llm)"]["HR@1"] == 0.5 and abl["w/o ET (llm)"]["HR@1"] == 0.1 and not abl["w/o PE (llm)"]["present"]
     assert abl["w/o ET (drs)"]["HR@1"] == 0.2
     assert [p["variant"] for p in rep["plots"]["ablation"]] == [

@@ -38,38 +38,61 @@ def keeps_logits(model) -> bool:
     return not inner.config.is_encoder_decoder and _has_logits_to_keep(type(inner))
 
 
-def answer_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """log p of every answer token (labels != IGNORE) given what precedes it, as flat float32
-    tensors in row-major order: (log p [N], its row in the batch [N], whether it is its row's
-    last answer token (the eos) [N]). Decoder-only logits are computed at those positions only."""
+def _answer_pass(model, batch: dict[str, torch.Tensor], states: bool):
+    """The answer tokens' log p (as `answer_logprobs`) and, with `states`, the final hidden
+    state [B, hidden] at each row's answer position (the one predicting its first answer
+    token: what the LM head reads there; seq2seq: the decoder's first position)."""
     labels = batch["labels"]
+    extra = {"output_hidden_states": True} if states else {}
+    state = None
     if _unwrap(model).config.is_encoder_decoder:
         target = labels  # the model shifts them into decoder inputs
-        logits = model(**batch).logits
+        out = model(**batch, **extra)
         at = target != IGNORE
-        logits = logits[at]
+        logits = out.logits[at]
+        if states:
+            state = out.decoder_hidden_states[-1][:, 0]
     else:
         # no KV cache: nothing continues from this pass (building it costs a copy per layer)
         inputs = {k: v for k, v in batch.items() if k != "labels"} | {"use_cache": False}
         target = labels[:, 1:]  # logits at position t predict token t + 1
+        at = target != IGNORE
         if keeps_logits(model):
             mask = torch.zeros_like(labels, dtype=torch.bool)
-            mask[:, :-1] = target != IGNORE
-            logits = model(**inputs, logits_to_keep=mask).logits  # [N, vocab]
+            mask[:, :-1] = at
+            out = model(**inputs, logits_to_keep=mask, **extra)
+            logits = out.logits  # [N, vocab]
         else:
-            logits = model(**inputs).logits[:, :-1][target != IGNORE]
-        at = target != IGNORE
+            out = model(**inputs, **extra)
+            logits = out.logits[:, :-1][at]
+        if states:
+            first = at.int().argmax(1)  # every row has an answer (its eos at least)
+            state = out.hidden_states[-1][torch.arange(len(first), device=first.device), first]
     tokens = target[at]
     logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
     rows = at.nonzero()[:, 0]
     last = torch.ones_like(rows, dtype=torch.bool)
     last[:-1] = rows[1:] != rows[:-1]
-    return logp, rows, last
+    return logp, rows, last, state
+
+
+def answer_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """log p of every answer token (labels != IGNORE) given what precedes it, as flat float32
+    tensors in row-major order: (log p [N], its row in the batch [N], whether it is its row's
+    last answer token (the eos) [N]). Decoder-only logits are computed at those positions only."""
+    return _answer_pass(model, batch, states=False)[:3]
 
 
 def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean cross-entropy over the answer tokens, what the model's own `.loss` computes."""
     return -answer_logprobs(model, batch)[0].mean()
+
+
+def answer_loss_and_state(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`answer_loss` and, from the same pass, the final hidden state [B, hidden] at each row's
+    answer position (the alignment loss of sft reads it)."""
+    logp, _, _, state = _answer_pass(model, batch, states=True)
+    return -logp.mean(), state
 
 
 def prompt_forward(model, batch: dict[str, torch.Tensor], pos: torch.Tensor, pooling: str | None = None

@@ -30,7 +30,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from pipeline.errors import PipelineError
 from pipeline.llm.encoding import Encoded, collate, encode
-from pipeline.llm.forward import answer_loss
+from pipeline.llm.forward import answer_loss, answer_loss_and_state
 from pipeline.llm.precision import resolve
 from pipeline.progress import Progress
 
@@ -52,6 +52,7 @@ class SFTConfig:
     row_lr: float = 2e-3  # the <uid>/<iid> rows under LoRA (peft's trainable tokens): their own AdamW group
     mixed_precision: str = "no"  # "no", "bf16" or "auto" (pipeline.llm.precision)
     curve_every: int = 0  # steps between points of the valid learning curve (0: none)
+    align_weight: float = 0.0  # weight of the answer-state / user-row alignment loss (0: off, the papers')
 
 
 @lru_cache(maxsize=4)
@@ -184,6 +185,28 @@ def _lora(model, cfg: SFTConfig, new_token_ids: list[int]):
                                             target_modules="all-linear", **extra))
 
 
+def alignment_loss(model, batch: dict[str, torch.Tensor], state: torch.Tensor,
+                   user_ids: torch.Tensor) -> torch.Tensor:
+    """An option, not the papers' method (docs: sft `align_weight`): 1 - cos(s_u, e_u) averaged
+    over the batch's rows whose prompt names a user, where s_u is the final hidden state at
+    the answer position and e_u the input-embedding row of the prompt's first user token
+    (pre-loaded from the domain model; a fixed target here, so the row is not pulled towards
+    the state). With a tied head, s_u = e_u would rank items as the domain model does (the
+    head's item rows are its item embeddings), so the loss points the answer state at what
+    pre-loading put in the vocabulary. Cosine, not distance: a ranking by s . e_i ignores the
+    scale of s. Rows with no user token (MLM) add nothing; a batch with none gives 0."""
+    ids = batch["input_ids"]
+    is_user = torch.isin(ids, user_ids)
+    has = is_user.any(1)
+    if not bool(has.any()):
+        return state.sum() * 0.0  # keeps the graph (every process runs the same backward)
+    first = is_user.int().argmax(1)
+    tokens = ids[torch.arange(len(ids), device=ids.device), first][has]
+    with torch.no_grad():
+        rows = model.get_input_embeddings()(tokens).float()
+    return (1.0 - torch.nn.functional.cosine_similarity(state[has].float(), rows, dim=-1)).mean()
+
+
 def _save_checkpoint(acc: Accelerator, folder: Path, step: int, history: list[dict]) -> None:
     """Write the full training state to folder/latest, replacing it only once complete."""
     tmp, final = folder / f".step-{step}.tmp", folder / "latest"
@@ -210,14 +233,16 @@ def _resume(acc: Accelerator, folder: Path | None) -> tuple[int, list[dict]]:
 def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConfig,
           checkpoints: Path | None = None, new_token_ids: list[int] | None = None,
           output_dir: Path | None = None, stop_after: int | None = None,
-          log: Callable[[str], None] = print, evaluate: Callable[[object], dict] | None = None):
+          log: Callable[[str], None] = print, evaluate: Callable[[object], dict] | None = None,
+          user_token_ids: list[int] | None = None):
     """Fine-tune `model` on (prompt, answer) pairs. Returns (trained model, loss log,
     encoding stats) and, with `output_dir`, saves model + tokenizer there (gathering the
     weights from every process under ZeRO-3). `stop_after` ends the run early after that
     many steps (tests use it to simulate an interruption). With `evaluate` and
     cfg.curve_every, the learning curve: `evaluate(model)` (a dict of metrics) before the
     first step and every curve_every steps and at the end, logged into the loss log's entry of
-    that step with the number of training samples seen (`samples`)."""
+    that step with the number of training samples seen (`samples`). cfg.align_weight > 0 adds
+    `alignment_loss` over the prompts that name one of `user_token_ids` (logged as `align`)."""
     if not prompts:
         raise PipelineError("no training samples: check prompts and the sft params")
     for key in ("lr", "row_lr"):
@@ -226,6 +251,11 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
             raise PipelineError(f"params.yaml: sft.{key} must be > 0, got {value!r}")
     if cfg.lora and not cfg.lora_r >= 1:
         raise PipelineError(f"params.yaml: sft.lora_r must be >= 1, got {cfg.lora_r!r}")
+    if not (isinstance(cfg.align_weight, (int, float)) and math.isfinite(cfg.align_weight) and cfg.align_weight >= 0):
+        raise PipelineError(f"sft: align_weight must be a finite number >= 0, got {cfg.align_weight!r}")
+    if cfg.align_weight > 0 and not user_token_ids:
+        raise PipelineError("sft: align_weight > 0 needs user tokens (a pe or rand vocabulary); "
+                            "with ids as text there is no user row to align with")
     seq2seq = bool(model.config.is_encoder_decoder)
     enc: Encoded = encode(tokenizer, prompts, answers, seq2seq, cfg.max_len)
     lengths = [len(r) for r in enc.input_ids]
@@ -239,6 +269,8 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
     if start:
         log(f"[sft] resuming at step {start} from {checkpoints / 'latest'}")
     per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
+    align = cfg.align_weight > 0
+    users = torch.tensor(user_token_ids or [], dtype=torch.long, device=acc.device)
 
     def curve_point(step: int) -> dict:
         if evaluate is None or not cfg.curve_every or (step % cfg.curve_every and step != cfg.steps):
@@ -254,22 +286,29 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
     model.train()
     bar = Progress("sft", total=cfg.steps, initial=start, disable=not acc.is_local_main_process)
     for step in range(start, cfg.steps):
-        losses = []
+        losses, aligns = [], []
         for micro in range(cfg.grad_accum):
             idx = batch_indices(len(enc.input_ids), cfg, step, micro, acc.process_index, acc.num_processes,
                                 lengths=lengths)
             batch = {k: v.to(acc.device) for k, v in collate(enc, idx, tokenizer.pad_token_id, seq2seq).items()}
             with acc.accumulate(model):
-                loss = answer_loss(model, batch)
-                acc.backward(loss)
+                if align:
+                    loss, state = answer_loss_and_state(model, batch)
+                    extra = alignment_loss(acc.unwrap_model(model), batch, state, users)
+                    aligns.append(extra.item())
+                    acc.backward(loss + cfg.align_weight * extra)
+                else:
+                    loss = answer_loss(model, batch)
+                    acc.backward(loss)
                 opt.step()
                 opt.zero_grad()
             losses.append(loss.item())
-        check_finite(acc, losses, step, cfg)
+        check_finite(acc, losses + aligns, step, cfg)
         sched.step()
         done = step + 1
         rates = sched.get_last_lr()
         history.append({"step": done, "loss": float(np.mean(losses)), "lr": rates[0],
+                        **({"align": float(np.mean(aligns))} if align else {}),
                         **({"row_lr": rates[1]} if len(rates) > 1 else {}), **curve_point(done)})
         bar.update(loss=f"{history[-1]['loss']:.3f}")
         if checkpoints is not None and done % cfg.checkpoint_every == 0 and done < cfg.steps:
