@@ -21,7 +21,7 @@ def test_paper_profile_validates_and_becomes_one_dvc_command():
 
 
 def test_unknown_profile_is_named_with_the_existing_ones():
-    with pytest.raises(PipelineError, match=r"profile 'paper-ml10m' does not exist.*profiles: paper-ml1m"):
+    with pytest.raises(PipelineError, match=r"profile 'paper-ml10m' does not exist.*profiles: cpu-ml1m, paper-ml1m"):
         profile.command("paper-ml10m", REPO / "params.yaml", REPO / "profiles")
 
 
@@ -47,3 +47,9 @@ def test_cli_prints_the_command_and_fails_clearly(capsys, monkeypatch):
     assert out.startswith("dvc exp run --name paper-ml1m -S")
     profile.main([])
     assert "paper-ml1m" in capsys.readouterr().out
+
+
+def test_every_shipped_profile_validates():
+    for name in profile.available(REPO / "profiles"):
+        argv = profile.command(name, REPO / "params.yaml", REPO / "profiles")
+        assert argv[:5] == ["dvc", "exp", "run", "--name", name]
