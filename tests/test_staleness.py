@@ -165,3 +165,99 @@ def test_closure_follows_relative_and_submodule_imports():
     got = closure(["stages.joint_train"])
     assert {"pipeline", "pipeline.bdlm", "pipeline.bdlm.train", "pipeline.llm.vocab"} <= got
     assert closure(["pipeline.readers"]) >= {"pipeline.readers.amazon", "pipeline.readers.movielens"}
+
+
+# ---------------------------------------------------------------- outputs: paths.py <-> dvc.yaml
+
+SAMPLE = "ml-100k"
+
+
+def declared_outs() -> list[str]:
+    """Every outs/metrics/plots path of dvc.yaml, foreach/matrix expanded by DVC itself from params.yaml."""
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        return [str(o.def_path) for stage in repo.index.stages for o in stage.outs]
+
+
+def output_paths(params: dict) -> dict[str, list]:
+    """Each output path pipeline/paths.py builds for SAMPLE, by function, over the names params.yaml
+    runs. Every public function of paths.py must appear here or in NOT_OUTPUTS."""
+    from pipeline import paths
+
+    domain, export = params["domain"]["models"], params["domain"]["export"]
+    llm, joint = params["llm"], params["joint"]["experiments"]
+    ds = SAMPLE
+    return {
+        "check_params": [paths.check_params()],
+        "raw": [paths.raw(ds)], "prepared": [paths.prepared(ds)], "kcore": [paths.kcore(ds)],
+        "split": [paths.split(ds)], "negatives": [paths.negatives(ds)],
+        "metrics": [paths.metrics(s, ds) for s in ("prepare", "kcore", "split", "negatives", "prompts", "giveaway")],
+        "metrics_dir": [paths.metrics_dir(k, ds) for k in ("domain", "floors", "pretrain", "llm", "sft", "joint",
+                                                          "joint_train")],
+        "domain": [paths.domain(ds, m) for m in domain],
+        "metrics_pretrain": [paths.metrics_pretrain(ds, m) for m in domain],
+        "metrics_domain": [paths.metrics_domain(ds, m) for m in domain],
+        "metrics_of": [paths.metrics_of("llm", ds, v) for v in llm["variants"]],
+        "embeddings": [paths.embeddings(ds, m) for m in export],
+        "base_llm": [paths.base_llm()],
+        "vocab_llm": [paths.vocab_llm(ds, m) for m in llm["vocab_modes"]],
+        "prompts": [paths.prompts(ds, r) for r in ("tokens", "text")],
+        "sft": [paths.sft(ds, v) for v in llm["variants"]],
+        "metrics_llm": [paths.metrics_llm(ds, v) for v in llm["variants"]],
+        "metrics_sft": [paths.metrics_sft(ds, v) for v in llm["variants"]],
+        "joint": [paths.joint(ds, e) for e in joint],
+        "metrics_joint": [paths.metrics_joint(ds, e) for e in joint],
+        "metrics_joint_train": [paths.metrics_joint_train(ds, e) for e in joint],
+        "outcomes": ([paths.outcomes("domain", ds, m) for m in domain]
+                     + [paths.outcomes("floors", ds, f) for f in ("random", "centrality", "centrality_pop")]
+                     + [paths.outcomes("llm", ds, v) for v in llm["variants"]]
+                     + [paths.outcomes("joint", ds, f"{e}-{side}") for e in joint for side in ("llm", "drs")]),
+        "metrics_floors": [paths.metrics_floors(ds, f) for f in ("random", "centrality", "centrality_pop")],
+        "reports": [paths.reports(ds) / f for f in ("baselines.json", "baselines.md", "report.json", "report.md")],
+        "report_plot": [paths.report_plot(c, ds) for c in ("ablation", "lambda", "sft_loss", "learning_curve")],
+    }
+
+
+# paths.py functions that name no stage output
+NOT_OUTPUTS = {
+    "local": "the user's own input files (data/local/, in git), read by download",
+    "checkpoints": "resumable training state, removed when a run completes (not an artifact)",
+    "rebase": "moves a path under another data folder (tests); builds no path of its own",
+}
+
+
+def test_every_output_path_of_paths_py_is_declared_in_dvc_yaml():
+    from pipeline import floors, paths
+    from pipeline.params import load_params
+
+    params = load_params(REPO / "params.yaml")
+    assert SAMPLE in params["datasets"]
+    built = output_paths(params)
+    public = {n for n, f in vars(paths).items() if callable(f) and not n.startswith("_")
+              and getattr(f, "__module__", None) == paths.__name__}
+    assert public - set(built) - set(NOT_OUTPUTS) == set(), "a paths.py function with no sample in output_paths"
+    assert set(floors.FLOORS) == {"random", "centrality", "centrality_pop"}
+    outs = declared_outs()
+    undeclared = [(fn, p.as_posix()) for fn, ps in built.items() for p in ps
+                  if not covered(p.as_posix(), outs) and not any(o.startswith(p.as_posix() + "/") for o in outs)]
+    assert not undeclared, f"paths.py builds outputs no dvc.yaml stage declares: {undeclared}"
+
+
+def _code_strings(tree: ast.AST) -> list[ast.Constant]:
+    """String constants of a module that are not docstrings (f-string parts included)."""
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+@pytest.mark.parametrize("f", sorted(p.relative_to(REPO).as_posix() for p in (REPO / "stages").glob("*.py"))
+                         + ["pipeline/report.py"])
+def test_stages_take_their_paths_from_paths_py(f):
+    """No "data/..." literal and no "data" folder name in code: artifact paths come from pipeline/paths.py.
+    Text that describes a pattern to the reader (with a `<placeholder>`) is not a path."""
+    tree = ast.parse((REPO / f).read_text())
+    bad = [(n.lineno, n.value) for n in _code_strings(tree) if n.value == "data" or n.value.startswith("data/")
+           or "/data/" in n.value or re.search(r"\(data/", n.value) if "<" not in n.value]
+    assert not bad, f"{f}: paths built by hand (use pipeline/paths.py): {bad}"
