@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro test test-all bench chromium
+.PHONY: install repro lint test test-all bench chromium
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ $(VENV)/.installed: requirements.txt
 
 repro: install
 	dvc repro
+
+# ruff (pyproject.toml [tool.ruff]); .ci/run runs it before the tests
+lint: install
+	ruff check .
 
 test: install chromium
 	pytest -q

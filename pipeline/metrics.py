@@ -1,6 +1,6 @@
 """The one evaluation module: every model in the project is scored by these functions.
 
-Protocols (DESIGN.md, "Evaluation protocol"):
+Protocols (docs/design.md, "Evaluation protocol"):
 - candidate sets (top-K 1+19, ranking 1+99): HR@k and NDCG@k of the positive's rank;
 - binary sets: precision, recall and F1 of the positive class at a threshold chosen on
   valid (never on test);

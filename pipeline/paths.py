@@ -24,6 +24,16 @@ def _under(area: str, *names: str, suffix: str = "") -> Path:
     return check_under(path, DATA / area)
 
 
+def rebase(path: Path, data: str | Path) -> Path:
+    """`path` (one of this module's, under DATA) under another data folder (the report's `data`)."""
+    return Path(data) / Path(path).relative_to(DATA)
+
+
+def check_params() -> Path:
+    """check_params' constant output: every other stage depends on it."""
+    return DATA / "checks" / "params.json"
+
+
 def local(ds: str) -> Path:
     """The user's own files for dataset `ds` (interactions + items), if it is local."""
     return _under("local", ds)
@@ -51,6 +61,16 @@ def negatives(ds: str) -> Path:
 
 def metrics(stage: str, ds: str) -> Path:
     return _under("metrics", stage, ds, suffix=".json")
+
+
+def metrics_dir(kind: str, ds: str) -> Path:
+    """data/metrics/<kind>/<ds>/: one metrics file per scored or trained name (what the report globs)."""
+    return _under("metrics", kind, ds)
+
+
+def metrics_of(kind: str, ds: str, name: str) -> Path:
+    """data/metrics/<kind>/<ds>/<name>.json; kind: domain | floors | llm | joint | pretrain | sft | joint_train."""
+    return _under("metrics", kind, ds, name, suffix=".json")
 
 
 def domain(ds: str, model: str) -> Path:
@@ -122,3 +142,15 @@ def outcomes(kind: str, ds: str, name: str) -> Path:
 
 def metrics_floors(ds: str, floor: str) -> Path:
     return _under("metrics", "floors", ds, floor, suffix=".json")
+
+
+# Reports (stages baselines, report)
+def reports(ds: str) -> Path:
+    """baselines.{md,json} and report.{md,json} of one dataset."""
+    return _under("reports", ds)
+
+
+def report_plot(chart: str, ds: str) -> Path:
+    """One chart's points for one dataset: a folder per chart (not under <ds>/), so that one
+    top-level `plots` entry in dvc.yaml covers every dataset."""
+    return _under("reports", "plots", chart, ds, suffix=".json")

@@ -1,4 +1,4 @@
-"""Prompt/answer samples for LLM fine-tuning and evaluation (DESIGN.md, build_prompts).
+"""Prompt/answer samples for LLM fine-tuning and evaluation (docs/design.md, "The DAG" and "Auxiliary tasks").
 
 Rec tasks (family "rec"): BDLM's interaction prediction (Yes/No) and top-K (1 of 1+19
 candidates), in the wording of the paper's Table 2; Cao et al.'s retrieval, ranking (the
@@ -524,7 +524,7 @@ class Renderer:
     def pair_prefix(self, head: str) -> str:
         """The interaction question of a row's user and history up to the item: the prompt of
         the pair (u, k) is `pair_prefix + pair_suffix(k)`, for any item k. BDLM's DRS reads the
-        LLM feature h of each (user, candidate) pair from it (DESIGN.md, BDLM step 7)."""
+        LLM feature h of each (user, candidate) pair from it (docs/design.md eq. 4)."""
         return f"{head} Predict if he/she will {self.domain.do}"
 
     def pair_suffix(self, k: int) -> str:

@@ -173,7 +173,7 @@ class Ref:
     side: str | None = None   # joint only: llm | drs
 
     def path(self, ds: str) -> str:
-        return f"data/metrics/{self.kind}/{ds}/{self.name}.json"
+        return paths.metrics_of(self.kind, ds, self.name).as_posix()
 
     def outcome_name(self) -> str:
         return f"{self.name}-{self.side}" if self.kind == "joint" else self.name
@@ -236,7 +236,7 @@ class Inputs:
         """The row's per-user outcomes (pyarrow Table), or None when the file is absent."""
         if ref.key not in self._outcomes:
             f = None if self.data is None else \
-                Path(self.data) / paths.outcomes(ref.kind, self.dataset, ref.outcome_name()).relative_to(paths.DATA)
+                paths.rebase(paths.outcomes(ref.kind, self.dataset, ref.outcome_name()), self.data)
             self._outcomes[ref.key] = read_outcomes(f) if f is not None and f.exists() else None
         return self._outcomes[ref.key]
 
@@ -363,13 +363,13 @@ def collect(data: Path, ds: str) -> Inputs:
     under data/outcomes/ are read when the paired tests need them."""
     inp = Inputs(ds, data=Path(data))
     for kind in KINDS:
-        for f in sorted((Path(data) / "metrics" / kind / ds).glob("*.json")):
+        for f in sorted(paths.rebase(paths.metrics_dir(kind, ds), data).glob("*.json")):
             inp.files[(kind, f.stem)] = read_metrics(f, kind)
-    split = Path(data) / "metrics" / "split" / f"{ds}.json"
+    split = paths.rebase(paths.metrics("split", ds), data)
     if split.exists():
         s = read_metrics(split, "split")
         inp.domain_users = s.get("evaluated_users", s.get("test", {}).get("interactions"))
-    give = Path(data) / "metrics" / "giveaway" / f"{ds}.json"
+    give = paths.rebase(paths.metrics("giveaway", ds), data)
     if give.exists():
         inp.giveaway = read_giveaway(give)
     return inp
@@ -484,7 +484,7 @@ def lambda_curve(inp: Inputs) -> list[dict]:
         if kind == "joint" and name.startswith("lambda_"):
             lam = _lambda_of(name, obj)
             if lam is None:
-                raise PipelineError(f"data/metrics/joint/{inp.dataset}/{name}.json: no 'lambda' and none in its name")
+                raise PipelineError(f"{paths.metrics_joint(inp.dataset, name).as_posix()}: no 'lambda' and none in its name")
             points[lam] = (name, obj)
     for name in ("bdlm", "wo_jl"):  # the default run's two experiments are sweep points too
         obj = inp.get("joint", name)
@@ -572,7 +572,7 @@ def cao_table(inp: Inputs) -> dict:
 
 def giveaway(inp: Inputs) -> dict:
     """The give-away check, as the report states it: flagged, or the text-only scorers within chance."""
-    src = f"data/metrics/giveaway/{inp.dataset}.json"
+    src = paths.metrics("giveaway", inp.dataset).as_posix()
     g = inp.giveaway
     if g is None:
         return {"present": False, "gives_away": None, "flagged": [], "source": src,
@@ -772,7 +772,7 @@ def md_paired_tests(pt: dict) -> list[str]:
             for f in s["missing"] or [s["reason"]]:
                 by_file.setdefault(f, []).append(f"{s['a']} vs {s['b']}")
         out += ["", f"Skipped ({len(pt['skipped'])} comparisons):"]
-        out += [f"- `{f}`: {', '.join(dict.fromkeys(v))}" if f.startswith("data/") else f"- {f}: {', '.join(v)}"
+        out += [f"- `{f}`: {', '.join(dict.fromkeys(v))}" if f.startswith(f"{paths.DATA.as_posix()}/") else f"- {f}: {', '.join(v)}"
                 for f, v in by_file.items()]
     return out
 
@@ -855,7 +855,7 @@ def training(inp: Inputs) -> list[dict]:
             last = final.get("loss", obj.get("final_loss"))
             out.append({"kind": kind, "name": name, "train_seconds": obj.get("train_seconds"),
                         "steps": len(hist) or None, "final_loss": last if _number(last) else None,
-                        "final": final, "source": f"data/metrics/{kind}/{inp.dataset}/{name}.json"})
+                        "final": final, "source": paths.metrics_of(kind, inp.dataset, name).as_posix()})
     return out
 
 
@@ -868,9 +868,9 @@ def expected_missing(inp: Inputs) -> list[str]:
         if inp.get(r.kind, r.name) is None and p not in seen:
             seen.append(p)
     if inp.giveaway is None:
-        seen.append(f"data/metrics/giveaway/{inp.dataset}.json")
+        seen.append(paths.metrics("giveaway", inp.dataset).as_posix())
     if not any(k == "joint" and n.startswith("lambda_") for k, n in inp.files):
-        seen.append(f"data/metrics/joint/{inp.dataset}/lambda_<value>.json (lambda sweep)")
+        seen.append(f"{paths.metrics_dir('joint', inp.dataset).as_posix()}/lambda_<value>.json (lambda sweep)")
     return seen
 
 

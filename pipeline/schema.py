@@ -1,4 +1,4 @@
-"""Canonical data contracts (DESIGN.md, "Data contracts") and their validation."""
+"""Canonical data contracts (docs/design.md, "Data contracts") and their validation."""
 from __future__ import annotations
 
 import pyarrow as pa

@@ -40,7 +40,7 @@ def main() -> None:
     args = dataset_parser(__doc__).parse_args()
     models = get(section(load_params(args.params), "domain"), "models", list, "domain")
     rows = table_rows(collect_results(args.dataset, models))
-    out = paths.DATA / "reports" / args.dataset
+    out = paths.reports(args.dataset)
     text = markdown(rows, f"Domain baselines on {args.dataset} (test, every user)")
     write_json(rows, out / "baselines.json")
     with atomic_path(out / "baselines.md") as tmp:

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import argparse
 
+from pipeline import paths
 from pipeline.artifacts import write_json
 from pipeline.cli import run
 from pipeline.params import load_params
-
-OUT = "data/checks/params.json"
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     args = p.parse_args()
     load_params(args.params)  # validates the whole file; a PipelineError names every problem
-    write_json({"valid": True}, OUT)
+    write_json({"valid": True}, paths.check_params())
 
 
 if __name__ == "__main__":

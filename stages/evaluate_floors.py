@@ -59,7 +59,8 @@ def main() -> None:
     # centrality of every valid/test candidate set, once: two floors and the check read it
     cent = {} if no_text else {name: floors.centrality(vectors, metrics.candidate_matrix(t))
                                for name, t in ev.candidates.items() if "candidates" in t.column_names}
-    reason = f"no item of {ds} has a title to compare (data/kcore/{ds}/items.parquet): centrality not computed"
+    items = (paths.kcore(ds) / "items.parquet").as_posix()
+    reason = f"no item of {ds} has a title to compare ({items}): centrality not computed"
     for name in floors.FLOORS:
         header = {"dataset": ds, "floor": name}
         if no_text and name != "random":  # skip only the floors that need titles, and say so

@@ -1,6 +1,6 @@
 """export_embeddings: a trained domain model's user/item tables -> data/embeddings/<ds>/<model>.safetensors.
 
-Keys `user` [n_users, d] and `item` [n_items, d], float32, row k = dense id k (DESIGN.md);
+Keys `user` [n_users, d] and `item` [n_items, d], float32, row k = dense id k (docs/design.md, "Data contracts");
 metadata names the model, dim, dataset and a hash of the params it was trained with. For
 sequential models the user row is the encoder state after the user's training history.
 """

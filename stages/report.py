@@ -28,15 +28,13 @@ from pipeline.report import build_report, collect, markdown_report
 
 
 def plot_files(ds: str, data: Path = paths.DATA) -> dict[str, Path]:
-    return {"ablation": data / "reports" / "plots" / "ablation" / f"{ds}.json",
-            "lambda": data / "reports" / "plots" / "lambda" / f"{ds}.json",
-            "sft_loss": data / "reports" / "plots" / "sft_loss" / f"{ds}.json",
-            "learning_curve": data / "reports" / "plots" / "learning_curve" / f"{ds}.json"}
+    return {chart: paths.rebase(paths.report_plot(chart, ds), data)
+            for chart in ("ablation", "lambda", "sft_loss", "learning_curve")}
 
 
 def write_report(ds: str, variants: list[str], data: Path = paths.DATA) -> dict:
     rep = build_report(collect(data, ds), variants)
-    out = data / "reports" / ds
+    out = paths.rebase(paths.reports(ds), data)
     files = plot_files(ds, data)
     for name, f in files.items():
         write_json(rep["plots"][name], f)
@@ -56,7 +54,7 @@ def main() -> None:
     args = dataset_parser(__doc__).parse_args()
     variants = get(section(load_params(args.params), "llm"), "variants", list, "llm")
     rep = write_report(args.dataset, variants)
-    print((paths.DATA / "reports" / args.dataset / "report.md").read_text())
+    print((paths.reports(args.dataset) / "report.md").read_text())
     if rep["missing"]:
         print(f"[report] {len(rep['missing'])} input(s) missing, listed in the report")
 

@@ -5,9 +5,12 @@ a real one (any text encodes, words split into sub-words) and costs milliseconds
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+from pipeline.llm.tokens import item_text, new_tokens, user_text
 
 CORPUS = [
     "Given the user's history, will the user interact with the item? Answer Yes or No.",
@@ -44,3 +47,36 @@ def tiny_t5(tokenizer: PreTrainedTokenizerFast, hidden: int = 32, seed: int = 0)
                    num_heads=4, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                    decoder_start_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
     return T5ForConditionalGeneration(cfg)
+
+
+# A planted SFT task over N_USERS users and N_ITEMS items (test_llm_sft, test_bad_inputs).
+N_USERS, N_ITEMS = 12, 6
+
+
+def tokenizer_with_ids():
+    tok = tiny_tokenizer()
+    tok.add_tokens(new_tokens(N_USERS, N_ITEMS))
+    return tok
+
+
+def liked(u: int) -> int:
+    """The planted pattern: user u always takes item u % 3 (items 3..5 are never taken), the
+    item that fills the user's history."""
+    return u % 3
+
+
+def prompt(u: int, cands: list[int], tokens: bool = True) -> str:
+    history = ", ".join([item_text(liked(u), tokens)] * 4)
+    shown = ", ".join(item_text(c, tokens) for c in cands)
+    return f"User {user_text(u, tokens)} has watched {history}. Candidates: {shown} Answer:"
+
+
+def samples(tokens: bool = True, reps: int = 4):
+    rng = np.random.default_rng(0)
+    prompts, answers = [], []
+    for _ in range(reps):
+        for u in range(N_USERS):
+            cands = rng.permutation(N_ITEMS).tolist()
+            prompts.append(prompt(u, cands, tokens))
+            answers.append(item_text(liked(u), tokens))
+    return prompts, answers

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from pipeline.artifacts import write_safetensors
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 WRITE = """
 import sys, torch

@@ -19,7 +19,7 @@ from pipeline import paths
 from pipeline.artifacts import atomic_dir, atomic_path, sweep_stale
 from pipeline.errors import PipelineError
 from pipeline.names import check_launcher, check_name
-from tests.conftest import FIXTURES, REPO
+from tests.helpers import FIXTURES, REPO
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -290,7 +290,7 @@ def test_local_parquet_non_finite_rating_is_refused(tmp_path):
                                           ("\t377\t3\t878887116", "empty user id")])
 def test_official_reader_refuses_a_bad_row_with_its_line(ml100k_official, tmp_path, line, reason):
     from pipeline.readers import read_raw
-    from tests.conftest import make_zip
+    from tests.helpers import make_zip
 
     data = (FIXTURES / "ml-100k/u.data").read_text().splitlines()
     data[4] = line
@@ -371,7 +371,7 @@ def test_a_nan_training_loss_stops_the_domain_trainer_with_epoch_and_step():
 
     from pipeline.models.collaborative import MFRating
     from pipeline.train_domain import TrainConfig, fit
-    from tests.test_domain_models import planted
+    from tests.helpers import planted
 
     data, _ = planted(per_user=9)
     data.ratings[5] = np.nan  # what a NaN rating that got past the reader did
@@ -418,7 +418,7 @@ def test_degenerate_sft_configs_are_refused(key, value):
 def test_bad_lora_rank_and_row_lr_are_refused_by_train_before_it_writes(tmp_path, changes, message):
     from pipeline.llm.sft import SFTConfig, train
     from tests.llm_tiny import tiny_llama
-    from tests.test_llm_sft import samples, tokenizer_with_ids
+    from tests.llm_tiny import samples, tokenizer_with_ids
 
     tok = tokenizer_with_ids()
     out = tmp_path / "out"
@@ -433,7 +433,7 @@ def test_a_nan_training_loss_stops_sft_naming_the_step(tmp_path):
 
     from pipeline.llm.sft import SFTConfig, train
     from tests.llm_tiny import tiny_llama
-    from tests.test_llm_sft import samples, tokenizer_with_ids
+    from tests.llm_tiny import samples, tokenizer_with_ids
 
     tok = tokenizer_with_ids()
     model = tiny_llama(tok)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 STAGE = """
 import sys, time

@@ -2,7 +2,7 @@
 each test launches processes): DeepSpeed ZeRO-3 from the shipped configs/accelerate_zero3.yaml
 on one process (on a CPU, accelerate runs DeepSpeed on one process only), and data parallelism
 on two processes (torchrun, gloo), the code path ZeRO-3 takes over several GPUs. The tiny
-setups are tests/test_bdlm.py's and tests/llm_tiny.py's."""
+setups are tests/bdlm_tiny.py's and tests/llm_tiny.py's."""
 from __future__ import annotations
 
 import json
@@ -18,35 +18,10 @@ import yaml
 from safetensors.torch import load_file
 
 from pipeline.llm.sft import SFTConfig, batch_indices
-from tests.conftest import REPO
-from tests.test_bdlm import CFG, trainer
+from tests.helpers import REPO
+from tests.bdlm_tiny import CFG, assert_close, launch, trainer
 
 pytestmark = pytest.mark.slow
-
-# Each process: an interrupted run resumed from its checkpoint, and an uninterrupted one; the
-# final LLM (gathered), DRS and M of both, and M's write journal, go to out/rank<r>.pt.
-SCRIPT = """
-import sys
-sys.path.insert(0, {repo!r})
-from pathlib import Path
-import torch
-from tests.test_bdlm import trainer
-out = Path({out!r})
-first = trainer()
-first.run(out / "ckpt", stop_after=3)
-resumed = trainer()
-resumed.run(out / "ckpt")
-whole = trainer()
-whole.run()
-result = {{"rank": whole.acc.process_index, "world": whole.acc.num_processes,
-          "distributed_type": str(whole.acc.distributed_type), "history": whole.history,
-          "resumed_history": resumed.history, "writes": whole.m.writes}}
-for name, t in (("whole", whole), ("resumed", resumed)):
-    result[name] = {{"llm": {{k: v.clone() for k, v in t.llm_state_dict().items()}},
-                    "drs": t.drs.state_dict(), "m": t.m.state_dict()}}
-torch.save(result, out / f"rank{{result['rank']}}.pt")
-"""
-
 
 SFT_SCRIPT = """
 import sys
@@ -77,27 +52,10 @@ def zero3_config(tmp_path: Path) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "accelerate.yaml")]
 
 
-def launch(cmd: list[str], tmp_path: Path, env: dict[str, str], script_text: str = SCRIPT) -> list[dict]:
-    script = tmp_path / "run.py"
-    script.write_text(script_text.format(repo=str(REPO), out=str(tmp_path)))
-    res = subprocess.run(cmd + [str(script)], cwd=REPO, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "OMP_NUM_THREADS": "1", **env})
-    if res.returncode:  # the launcher's own traceback comes last: show the process's first
-        err = res.stderr
-        pytest.fail(res.stdout[-2000:] + err[err.find("Traceback"):][:6000])
-    return [torch.load(p, weights_only=False) for p in sorted(tmp_path.glob("rank*.pt"))]
-
-
 def assert_same(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-
-
-def assert_close(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k].float(), b[k].float(), rtol=0, atol=1e-6, msg=k)
 
 
 def test_sft_under_zero3_from_the_shipped_config_matches_one_process(tmp_path):
@@ -155,7 +113,7 @@ def test_two_processes_share_the_step_and_stay_identical(tmp_path):
 def test_stages_under_two_processes_write_their_outputs_once_and_whole(tmp_path):
     """sft and joint_train run by torchrun: each process trains, the main one alone writes (a
     second writer would race the first to the output folder with a folder holding no model)."""
-    from tests.test_bdlm import make_project
+    from tests.bdlm_tiny import make_project
 
     make_project(tmp_path)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())

@@ -8,28 +8,10 @@ import torch
 
 from pipeline import metrics
 from pipeline.models.collaborative import GMF, MF, LightGCN, MFRating, NeuMF
-from pipeline.models.data import Interactions
 from pipeline.models.registry import MODELS, model_class
 from pipeline.models.static import ItemKNN, MostPop
 from pipeline.train_domain import TrainConfig, build_model, fit
-
-
-def planted(n_users=60, n_items=40, groups=4, per_user=8, seed=0):
-    """Users of group g interact only with items of group g: train + one held-out item each."""
-    rng = np.random.default_rng(seed)
-    size = n_items // groups
-    rows, held = [], {}
-    for u in range(n_users):
-        g = u % groups
-        items = rng.choice(np.arange(g * size, (g + 1) * size), per_user + 1, replace=False)
-        rows += [(u, int(i), float(rng.integers(3, 6) if i % 2 else rng.integers(1, 3)), t, t)
-                 for t, i in enumerate(items[:-1])]
-        held[u] = int(items[-1])
-    u, i, r, t, raw = zip(*rows)
-    train = pa.table({"uid": pa.array(u, pa.int32()), "iid": pa.array(i, pa.int32()),
-                      "rating": pa.array(r, pa.float32()), "timestamp": pa.array(t, pa.int64()),
-                      "raw_row": pa.array(raw, pa.int64())})
-    return Interactions.from_table(train, n_users, n_items), held
+from tests.helpers import planted
 
 
 def heldout_hr(model, data, held, k=5) -> float:

@@ -95,7 +95,7 @@ def test_stage_cli_reports_unknown_dataset(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     res = subprocess.run([sys.executable, "-m", "stages.download", "ml-10m"], cwd=tmp_path,

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.conftest import tiny_project, write_params
+from tests.helpers import tiny_project, write_params
 from tests.llm_tiny import tiny_llama, tiny_tokenizer
 
 pytestmark = pytest.mark.slow

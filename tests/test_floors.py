@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipeline.floors import centrality, floor_scores
-from tests.conftest import REPO, random_log
+from tests.helpers import REPO, random_log
 
 
 def test_centrality_hand_case():

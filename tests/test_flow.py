@@ -25,18 +25,7 @@ import yaml  # noqa: E402
 
 from pipeline import flow as pf  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
-from tests.conftest import REPO, tiny_project, write_params  # noqa: E402
-
-DATA_STAGES = ["download", "prepare", "kcore", "split", "negatives"]
-
-
-def make_project(root: Path) -> Path:
-    """The tiny project (tests.conftest.tiny_project) under DVC, data half sized."""
-    write_params(root, tiny_project(root))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, env=env, check=True)
-    return root
-
+from tests.helpers import DATA_STAGES, REPO, tiny_dvc_project  # noqa: E402
 
 # --- fast ------------------------------------------------------------------------------
 
@@ -144,7 +133,7 @@ def test_cli_help():
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    yield make_project(tmp_path_factory.mktemp("flowproject"))
+    yield tiny_dvc_project(tmp_path_factory.mktemp("flowproject"))
     # Send the last logs and events, then stop the ephemeral server now, while pytest's
     # streams are still open (Prefect would stop it at exit and log to a closed stream).
     from prefect.events.worker import EventsWorker

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.gpu
 
@@ -43,9 +43,9 @@ def test_sft_under_deepspeed_zero3(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_joint_training_under_deepspeed_zero3_on_every_gpu(tmp_path):
-    """tests/test_distributed.py's run (kill, resume, uninterrupted) sharded over the GPUs:
+    """tests/bdlm_tiny.py's run (kill, resume, uninterrupted) sharded over the GPUs:
     every process ends with the same LLM, DRS and M, and the resumed run is the same run."""
-    from tests.test_distributed import assert_close, launch
+    from tests.bdlm_tiny import assert_close, launch
 
     runs = launch([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                    str(REPO / "configs/accelerate_zero3.yaml"), "--num_processes", str(torch.cuda.device_count())],

@@ -23,7 +23,7 @@ from safetensors import safe_open
 from pipeline import lineage
 from pipeline.errors import PipelineError
 from pipeline.llm.sft import SFTConfig
-from tests.test_bdlm import I, U, make_project
+from tests.bdlm_tiny import I, U, make_project
 
 
 def _stage(monkeypatch, module: str, *args: str) -> None:

@@ -11,39 +11,8 @@ from pipeline.llm.encoding import IGNORE, collate, encode, prompt_batch
 from pipeline.metrics import summarize
 from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
 from pipeline.llm.sft import SFTConfig, batch_indices, train
-from pipeline.llm.tokens import item_text, new_tokens, user_text
-from tests.llm_tiny import tiny_llama, tiny_t5, tiny_tokenizer
-
-N_USERS, N_ITEMS = 12, 6
-
-
-def tokenizer_with_ids():
-    tok = tiny_tokenizer()
-    tok.add_tokens(new_tokens(N_USERS, N_ITEMS))
-    return tok
-
-
-def liked(u: int) -> int:
-    """The planted pattern: user u always takes item u % 3 (items 3..5 are never taken), the
-    item that fills the user's history."""
-    return u % 3
-
-
-def prompt(u: int, cands: list[int], tokens: bool = True) -> str:
-    history = ", ".join([item_text(liked(u), tokens)] * 4)
-    shown = ", ".join(item_text(c, tokens) for c in cands)
-    return f"User {user_text(u, tokens)} has watched {history}. Candidates: {shown} Answer:"
-
-
-def samples(tokens: bool = True, reps: int = 4):
-    rng = np.random.default_rng(0)
-    prompts, answers = [], []
-    for _ in range(reps):
-        for u in range(N_USERS):
-            cands = rng.permutation(N_ITEMS).tolist()
-            prompts.append(prompt(u, cands, tokens))
-            answers.append(item_text(liked(u), tokens))
-    return prompts, answers
+from pipeline.llm.tokens import item_text, new_tokens
+from tests.llm_tiny import N_ITEMS, N_USERS, liked, prompt, samples, tiny_llama, tiny_t5, tiny_tokenizer, tokenizer_with_ids
 
 
 def topk_table(tokens: bool = True) -> pa.Table:

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from pipeline.errors import PipelineError
 from pipeline.negatives import Forbidden, NegativesConfig, draw_negatives, make_all, popularity_weights
 from pipeline.textsim import tfidf_vectors, topk_neighbors
-from tests.conftest import random_log
+from tests.helpers import random_log
 
 
 def _seen(splits):

@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.params import get, load_params, section
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_repo_params_load_and_have_every_stage_section():

@@ -19,8 +19,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import REPO
-from tests.test_flow import DATA_STAGES, make_project
+from tests.helpers import DATA_STAGES, REPO, tiny_dvc_project
 
 # the flow runs check_params (every stage depends on it) before whatever is selected
 TASKS = ["check_params", *DATA_STAGES]
@@ -106,7 +105,7 @@ def wait_for_text(driver, wanted: list[str], timeout: float = 90) -> str:
 
 
 def test_flow_run_shows_in_the_ui(tmp_path, server, browser):
-    project = make_project(tmp_path / "project")
+    project = tiny_dvc_project(tmp_path / "project")
     res = subprocess.run([sys.executable, "-m", "pipeline.flow", "--root", str(project), "--stages", *DATA_STAGES],
                          cwd=REPO, env=server["env"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

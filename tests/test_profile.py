@@ -6,7 +6,7 @@ import yaml
 
 from pipeline import profile
 from pipeline.errors import PipelineError
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_paper_profile_validates_and_becomes_one_dvc_command():

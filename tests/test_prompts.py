@@ -17,7 +17,7 @@ from pipeline.llm.tokens import item_text
 from pipeline.negatives import NegativesConfig, make_all
 from pipeline.prompts import (SCHEMA, Inputs, PromptsConfig, Spec, build_all, check_leakage,
                               load_inputs)
-from tests.conftest import random_log
+from tests.helpers import random_log
 
 ITEM_RE = {"tokens": re.compile(r"<iid_(\d+)>"), "text": re.compile(r"\bitem (\d+)\b")}
 N_ITEMS = 150

@@ -9,7 +9,7 @@ import pytest
 from pipeline.errors import PipelineError
 from pipeline.readers import read_raw
 from pipeline.schema import INTERACTIONS, ITEMS
-from tests.conftest import FIXTURES, make_zip
+from tests.helpers import FIXTURES, make_zip
 
 
 def test_ml100k_official_and_wheel_routes_agree(ml100k_official, tmp_path):

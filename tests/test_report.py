@@ -19,7 +19,7 @@ from pipeline.errors import PipelineError
 from pipeline.evaluation import write_scores
 from pipeline.report import build_report, collect, lambda_curve, markdown_report, table3
 from stages.report import write_report
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 DS = "fake"
 CFG = metrics.StatsConfig(confidence=0.95, bootstrap_samples=100, seed=0)

@@ -1,6 +1,6 @@
 """BDLM joint training: deep mutual learning between the LLM and a domain model (DRS).
 
-DESIGN.md, "The BDLM method, written out", steps 4-8 and Algorithm 1:
+docs/design.md, "The BDLM method", eq. 4-7 and Algorithm 1:
 
 - **Sharing module M** (`Sharing`): a user table and an item table in the LLM hidden space
   (h), initialised from the LLM's pre-loaded `<uid_k>`/`<iid_k>` rows. They are buffers, not

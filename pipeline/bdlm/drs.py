@@ -1,4 +1,4 @@
-"""The domain model with LLM knowledge (eq. 4): the LLM feature h, the DRS head, its projection
+"""The domain model with LLM knowledge (docs/design.md eq. 4): the LLM feature h, the DRS head, its projection
 into M, checks of the two id spaces, and BDLM-drs scoring."""
 from __future__ import annotations
 
@@ -89,12 +89,12 @@ class DRS(nn.Module):
         return f"learned linear {self.dim} -> {self.hidden} owned by the DRS"
 
     def logits(self, h: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """w^T [h ; f(u, i)] + b for aligned rows h [B, hidden], users [B], items [B]."""
+        """w^T [h ; f(u, i)] + b for aligned rows h [B, hidden], users [B], items [B] (docs/design.md eq. 4)."""
         h = h.to(self.head.weight.dtype) * self.h_scale
         return self.head(torch.cat([h, self.domain.pair_features(users, items)], -1)).squeeze(-1)
 
     def shared_rows(self, name: str, ids: torch.Tensor) -> torch.Tensor:
-        """P(E^drs) rows of the user or item table (with gradients)."""
+        """P(E^drs) rows of the user or item table (with gradients): the DRS side of docs/design.md eq. 5 and 7."""
         u, i = self.domain.live_tables()
         rows = (u if name == "user" else i)[ids]
         if self.proj is None and self.dim != self.hidden:
@@ -110,7 +110,7 @@ class DRS(nn.Module):
 
 
 def initial_projection(domain: DomainModel, llm_rows: LLMRows, seed: int) -> tuple[torch.Tensor | None, float]:
-    """P's starting value: expand_vocab's fixed orthonormal d x h projection (same seed),
+    """P's starting value (docs/design.md eq. 2): expand_vocab's fixed orthonormal d x h projection (same seed),
     scaled so P(E^drs) has the mean row norm of the LLM's user+item token rows (what
     expand_vocab's pe mode did); None when d == h (the rows were copied as they are)."""
     with torch.no_grad():
@@ -166,7 +166,7 @@ def pair_h_by_prefix(features: PairH, prefixes: list[str], items: list[list[int]
 def evaluate_drs(drs: DRS, features: PairH, valid: pa.Table, test: pa.Table) -> pa.Table:
     """BDLM-drs's per-user outcomes (pipeline.metrics.Outcomes) on interaction prediction (valid
     rows fix the threshold) and top-K, h read from the pair prompt of every scored (user,
-    item): for top-K, one h per candidate (DESIGN.md, BDLM step 7). `features(prefix texts,
+    item): for top-K, one h per candidate (docs/design.md eq. 4). `features(prefix texts,
     item lists)` gives h [len(items), hidden] per prefix (pipeline.bdlm.features)."""
     drs.eval()
     out = metrics.Outcomes()

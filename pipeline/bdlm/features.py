@@ -1,6 +1,6 @@
 """The LLM feature h of (user row, item) pair prompts, the shared part read once.
 
-BDLM's DRS reads h of the (u, i) prompt of each pair it scores (DESIGN.md, BDLM step 7): for
+BDLM's DRS reads h of the (u, i) prompt of each pair it scores (docs/design.md eq. 4): for
 top-K, one h per candidate. The pair prompt is a row's `pair_prefix` (its user and history,
 ~95% of the tokens) + the item's `pair_suffix` (build_prompts' items.parquet), so 20
 candidates share one prefix. A decoder-only model reads each prefix once, with its KV cache

@@ -10,7 +10,8 @@ from pipeline.errors import PipelineError
 
 
 class Sharing(nn.Module):
-    """The information-sharing module M: user [U, h] and item [I, h] tables (buffers).
+    """The information-sharing module M: user [U, h] and item [I, h] tables (buffers), the
+    targets of L_ml (docs/design.md eq. 5), written by each side after its step (eq. 7).
 
     `writes` journals every write as (step, side, table, n_rows): the order of Algorithm 1
     can be read back from it (tests do)."""

@@ -157,7 +157,7 @@ def _ids(a: np.ndarray) -> torch.Tensor:
 
 
 def row_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """L_ml's per-row reading (DESIGN.md, BDLM step 5): squared distance summed over the hidden
+    """L_ml's per-row reading (docs/design.md eq. 5): squared distance summed over the hidden
     dims, averaged over the rows. Averaged over the dims as well (F.mse_loss), it would be h
     times smaller (576 for SmolLM2) and the paper's lambda range would mean nothing."""
     return (a - b).pow(2).sum(-1).mean()
@@ -236,7 +236,7 @@ class JointTrainer:
         return out
 
     def _ml(self, rows_of: Callable[[str, torch.Tensor], torch.Tensor], ids: dict[str, torch.Tensor]) -> torch.Tensor:
-        """L_ml: sum over shared tables of row_distance(side's rows, M's rows) for the ids."""
+        """L_ml (docs/design.md eq. 5): sum over shared tables of row_distance(side's rows, M's rows) for the ids."""
         total = torch.zeros(())
         for name in self.tables:
             if len(ids[name]):
@@ -262,7 +262,7 @@ class JointTrainer:
                  collate(self.data.llm_enc, idx, self.tok.pad_token_id, self.seq2seq).items()}
         self.engine.train()
         task = answer_loss(self.engine, batch)
-        if self.cfg.lam > 0 and self.tables:
+        if self.cfg.lam > 0 and self.tables:  # docs/design.md eq. 6 (LLM side), task = eq. 3
             ml = self._ml(self.rows.rows, ids)
             loss = task + self.cfg.lam * ml
         else:  # lambda = 0: the LLM's update is exactly plain SFT's
@@ -283,14 +283,15 @@ class JointTrainer:
         self.llm_opt.zero_grad()
         self.llm_sched.step()
         every = {"user": _ids(self.data.users[whole]), "item": _ids(self.data.items[whole])}
-        with torch.no_grad():  # every process writes the rows of the whole step's users/items
+        with torch.no_grad():  # docs/design.md eq. 7: every process writes the rows of the whole step's users/items
             for name in self.tables:
                 self.m.write(step, "llm", name, every[name], self.rows.rows(name, every[name]))
         return {"llm_loss": task.item(), "llm_ml": ml.item(), "lr": self.llm_sched.get_last_lr()[0]}, whole
 
     def drs_step(self, step: int, k: int, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor,
                  h: torch.Tensor) -> dict:
-        """One DRS update on pairs with their h: BCE + the domain objective + lambda L_ml^drs."""
+        """One DRS update on pairs with their h: BCE + the domain objective + lambda L_ml^drs (docs/design.md
+        eq. 4 and 6), then its rows written into M (eq. 7)."""
         ids = {"user": _ids(users.numpy()), "item": _ids(items.numpy())}
         self.drs.train()
         task = F.binary_cross_entropy_with_logits(self.drs.logits(h, users, items), labels)

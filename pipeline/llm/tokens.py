@@ -1,4 +1,4 @@
-"""User and item tokens: `<uid_k>` is dense user id k, `<iid_k>` dense item id k (DESIGN.md).
+"""User and item tokens: `<uid_k>` is dense user id k, `<iid_k>` dense item id k (docs/design.md eq. 1).
 
 With tokens off ("w/o ET" ablation) the same ids are written as plain text instead; both
 renderings come from here so prompts, vocabulary expansion and scoring always agree.

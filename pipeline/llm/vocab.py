@@ -1,4 +1,4 @@
-"""Vocabulary expansion (DESIGN.md, BDLM steps 1-2 and ablations w/o PE, w/o ET).
+"""Vocabulary expansion (docs/design.md eq. 1-2 and ablations w/o PE, w/o ET).
 
 `expand_vocab` adds one token per user (`<uid_k>`) and per item (`<iid_k>`) to a base LLM
 and initialises their rows:
@@ -109,6 +109,7 @@ def _norm_stats(w: torch.Tensor) -> float:
 
 
 def _pe_rows(domain: torch.Tensor, h: int, target_norm: float, proj: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    # docs/design.md eq. 2: E^llm = s * E^drs Q (Q = identity and s = 1 when d == h)
     if proj is None:  # d == h: copied as is
         return domain.clone(), {"domain_mean_norm": _norm_stats(domain), "scale": 1.0,
                                 "new_rows_mean_norm": _norm_stats(domain), "target_mean_norm": target_norm}
