@@ -132,6 +132,11 @@ class _Sequential(_Embedding):
     bucket: Positive = None  # runs of bucket x batch_size users sorted by length (1: none)
     n_layers: Positive = None
     dropout: Annotated[float, Field(ge=0, lt=1)] = None
+    loss: Literal["ce", "sampled"] = None
+    # sampled softmax: negatives per batch (must be < the catalogue: the model checks it, the
+    # number of items is not known here) and their popularity exponent (0: uniform)
+    n_sampled: Positive = None
+    sampled_alpha: Alpha = None
 
 
 class _Transformer(_Sequential):
@@ -145,7 +150,7 @@ class _Transformer(_Sequential):
 
 
 class SASRec(_Transformer):
-    loss: Literal["ce", "bce"] = None
+    loss: Literal["ce", "sampled", "bce"] = None
 
 
 class GRU4Rec(_Sequential):

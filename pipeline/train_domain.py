@@ -34,7 +34,7 @@ TRAIN_KEYS = {"epochs": int, "lr": (int, float), "weight_decay": (int, float), "
               "eval_every": int, "seed": int}
 MIN_TRAIN = {"epochs": 1, "patience": 1, "eval_every": 1, "seed": 0}
 # model sizes that must be whole and positive (a 0-dim table trains to nothing, silently)
-POSITIVE_MODEL_KEYS = {"dim", "batch_size", "n_heads", "max_len", "n_negatives", "neighbors"}
+POSITIVE_MODEL_KEYS = {"dim", "batch_size", "n_heads", "max_len", "bucket", "n_negatives", "n_sampled", "neighbors"}
 
 
 def domain_configs(params: dict, model: str) -> tuple[dict, TrainConfig]:
