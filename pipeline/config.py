@@ -89,6 +89,7 @@ class DomainTrain(Section):
     patience: Positive = None
     eval_every: Positive = None
     seed: Seed = None
+    mixed_precision: Precision = None  # training steps autocast to bf16 (validation stays float32)
 
 
 # Per-model sections: the model's own keys, plus any domain.train key (it overrides there).

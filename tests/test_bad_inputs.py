@@ -507,6 +507,8 @@ def _problems(mutate) -> str:
      "domain.sasrec.n_sampled = 0: Input should be greater than or equal to 1"),
     (lambda p: p["domain"]["bert4rec"].update(loss="bce"),
      "domain.bert4rec.loss = 'bce': Input should be 'ce' or 'sampled'"),
+    (lambda p: p["domain"]["train"].update(mixed_precision="fp16"),
+     "domain.train.mixed_precision = 'fp16': Input should be 'auto', 'no' or 'bf16'"),
     (lambda p: p["domain"]["gru4rec"].update(sampled_alpha=11.0),
      "domain.gru4rec.sampled_alpha = 11.0: Input should be less than or equal to 10"),
     (lambda p: p["domain"].update(export=["lightgcn", "ncf"], models=["lightgcn", "mf"]),

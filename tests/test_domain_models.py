@@ -188,3 +188,56 @@ def test_training_progress_shows_in_a_log(monkeypatch, capfd):
     assert "[mf] epoch 1: loss" in out and "[mf] epoch 2: loss" in out
     steps = [line for line in err.splitlines() if line.startswith("[mf epoch 1] ")]
     assert len(steps) >= 2 and steps[0].startswith("[mf epoch 1] step 1,") and "\r" not in err
+
+
+# --- mixed precision (domain.train.mixed_precision, pipeline.llm.precision) ----------------
+
+@pytest.mark.parametrize("cls,cfg", [
+    (LightGCN, {"dim": 16, "batch_size": 64, "n_layers": 2}),  # sparse propagation stays float32
+    (MF, {"dim": 16, "batch_size": 64}),
+])
+def test_bf16_training_runs_and_keeps_float32_weights(cls, cfg):
+    data, held = planted()
+    model = build_model(cls, data.n_users, data.n_items, cfg, 1)
+    history = fit(model, data, lambda m: heldout_hr(m, data, held),
+                  TrainConfig(epochs=15, lr=0.02, patience=15, seed=1, mixed_precision="bf16"), log=lambda _: None)
+    assert {r["precision"] for r in history} == {"bf16"}
+    assert all(np.isfinite(r["loss"]) for r in history) and history[-1]["loss"] < history[0]["loss"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert heldout_hr(model, data, held) >= 0.4  # random: 5/32
+
+
+def test_sequential_bf16_training_autocasts():
+    from pipeline.models.sequential import SASRec
+
+    data, held = planted()
+    model = build_model(SASRec, data.n_users, data.n_items,
+                        {"dim": 16, "n_layers": 1, "n_heads": 2, "max_len": 8, "batch_size": 16}, 1)
+    seen = []
+    model.item_emb.register_forward_hook(lambda m, i, o: seen.append(torch.is_autocast_enabled("cpu")))
+    history = fit(model, data, lambda m: 0.0, TrainConfig(epochs=2, lr=0.01, patience=5, mixed_precision="bf16"),
+                  log=lambda _: None)
+    assert seen and all(seen) and all(np.isfinite(r["loss"]) for r in history)
+    seen.clear()
+    fit(model, data, lambda m: 0.0, TrainConfig(epochs=1, lr=0.01, patience=5), log=lambda _: None)
+    assert seen and not any(seen)  # the default: float32
+
+
+def test_mixed_precision_param_is_checked_and_auto_resolves():
+    from pipeline.errors import PipelineError
+    from pipeline.llm.precision import native_bf16
+    from pipeline.train_domain import domain_configs
+
+    base = {"domain": {"train": {"epochs": 1, "lr": 0.01, "weight_decay": 0.0, "patience": 1, "eval_every": 1,
+                                 "seed": 0}, "mf": {"dim": 8}}}
+    assert domain_configs(base, "mf")[1].mixed_precision == "no"  # absent: float32
+    base["domain"]["mf"]["mixed_precision"] = "bf16"
+    assert domain_configs(base, "mf")[1].mixed_precision == "bf16"
+    base["domain"]["mf"]["mixed_precision"] = "fp16"
+    with pytest.raises(PipelineError, match=r"domain\.mf\.mixed_precision must be one of \['auto', 'no', 'bf16'\], "
+                                            r"got 'fp16'"):
+        domain_configs(base, "mf")
+    data, _ = planted()
+    model = build_model(MF, data.n_users, data.n_items, {"dim": 8, "batch_size": 64}, 1)
+    history = fit(model, data, lambda m: 0.0, TrainConfig(epochs=1, mixed_precision="auto"), log=lambda _: None)
+    assert history[0]["precision"] == ("bf16" if native_bf16("cpu") else "no")

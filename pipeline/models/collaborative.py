@@ -88,11 +88,19 @@ class _SymmetricSpMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, adj, x):
         ctx.adj = adj
-        return torch.sparse.mm(adj, x)
+        return _spmm(adj, x)
 
     @staticmethod
     def backward(ctx, grad):
-        return None, torch.sparse.mm(ctx.adj, grad)
+        return None, _spmm(ctx.adj, grad)
+
+
+def _spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """adj @ x in float32 whatever the autocast: torch's CPU sparse CSR matmul has no bfloat16
+    kernel (and autocast would send it one), so under mixed_precision bf16 the propagation stays
+    float32."""
+    with torch.autocast(x.device.type, enabled=False):
+        return torch.sparse.mm(adj, x.float())
 
 
 class LightGCN(_BPR):
