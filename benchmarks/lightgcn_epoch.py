@@ -10,7 +10,7 @@ can be checked for speed and for unchanged results at the same seed.
 
 Data: --dataset <name> reads <data>/split/<name> (as the pipeline writes it); without it, an
 ML-100K-shaped synthetic log (943 users, 1,682 items, ~100k interactions, long-tailed user
-and item degrees; leave-one-out). Settings are params.yaml's domain.lightgcn unless given.
+and item degrees; leave-one-out), or ML-1M-shaped (--shape ml-1m: 6,040 users, 3,706 items, ~1M). Settings are params.yaml's domain.lightgcn unless given.
 
     OMP_NUM_THREADS=1 python benchmarks/lightgcn_epoch.py --threads 1
     python benchmarks/lightgcn_epoch.py --dataset ml-100k --data /path/to/data --epochs 20
@@ -35,6 +35,9 @@ from pipeline.evaluation import EvalSets, retrieval  # noqa: E402
 from pipeline.models.collaborative import LightGCN  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.train_domain import build_model, domain_configs, fit  # noqa: E402
+
+
+SHAPES = {"ml-100k": (943, 1682, 106), "ml-1m": (6040, 3706, 165)}  # users, items, mean length
 
 
 def ml100k_shaped(seed: int, n_users: int = 943, n_items: int = 1682, mean_len: int = 106) -> EvalSets:
@@ -107,6 +110,7 @@ def profile_epoch(ev: EvalSets, cfg: dict, seed: int, lr: float) -> dict[str, fl
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", help="read <data>/split/<dataset> instead of the synthetic log")
+    p.add_argument("--shape", choices=list(SHAPES), default="ml-100k", help="the synthetic log's size")
     p.add_argument("--data", type=Path, default=paths.DATA)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
@@ -120,8 +124,8 @@ def main() -> None:
         ev = EvalSets.load(args.dataset, candidates=False)
         name = args.dataset
     else:
-        ev = ml100k_shaped(args.seed)
-        name = "ML-100K-shaped synthetic"
+        ev = ml100k_shaped(args.seed, *SHAPES[args.shape])
+        name = f"{args.shape}-shaped synthetic"
     cfg, train = domain_configs(load_params(args.params), "lightgcn")
     print(f"{name}: {ev.n_users} users, {ev.n_items} items, {ev.splits['train'].num_rows:,} train interactions; "
           f"LightGCN dim {cfg['dim']}, {cfg['n_layers']} layers, batch {cfg['batch_size']}, lr {train.lr}, "

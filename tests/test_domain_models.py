@@ -266,3 +266,23 @@ def test_lightgcn_propagation_matches_the_per_layer_graph():
     torch.testing.assert_close(torch.cat([u, i]), reference, rtol=1e-5, atol=1e-6)
     for a, b in zip(fused, (model.user.weight.grad, model.item.weight.grad)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_lightgcn_column_blocks_change_nothing(monkeypatch):
+    """Propagating in column blocks (a cache-sized working set) gives the very same tables and
+    gradients as the whole table at once."""
+    from pipeline.models import collaborative
+
+    data, _ = planted(n_users=50, n_items=30, per_user=6)
+    results = []
+    for block_bytes in (1 << 60, 50 * 16 * 4):  # whole; blocks of 16 of the 64 columns
+        monkeypatch.setattr(collaborative, "BLOCK_BYTES", block_bytes)
+        assert len(collaborative._column_blocks(torch.zeros(80, 64))) == (1 if block_bytes > 1e9 else 4)
+        model = build_model(LightGCN, data.n_users, data.n_items, {"dim": 64, "n_layers": 3}, 0)
+        model.set_graph(data)
+        model.train()
+        u, i = model.final_tables()
+        (u.sum() + i.pow(2).sum()).backward()
+        results.append((u.detach(), i.detach(), model.user.weight.grad, model.item.weight.grad))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)

