@@ -12,6 +12,13 @@ Data: --dataset <name> reads <data>/split/<name> (as the pipeline writes it); wi
 ML-100K-shaped synthetic log (943 users, 1,682 items, ~100k interactions, long-tailed user
 and item degrees; leave-one-out), or ML-1M-shaped (--shape ml-1m: 6,040 users, 3,706 items, ~1M). Settings are params.yaml's domain.lightgcn unless given.
 
+Measured (1 thread, a 2-core machine other jobs kept busy; CPU s/epoch, before = commit
+a5a2117, after = the fused, int32, column-blocked propagation; every run's final loss and test
+NDCG@20 identical to 6 decimals, before and after):
+  ML-1M-shaped, 1 epoch:     93.8 -> 68.4 CPU s (1.37x); NDCG@20 .054928 both; before, the sparse
+                             matmuls (forward 43.3 s + backward 45.3 s) were 95% of the epoch
+  ML-100K-shaped, 10 epochs: 1.575 -> 1.076 CPU s (1.46x), wall 5.16 -> 3.56 s; NDCG@20 .067476 both
+
     OMP_NUM_THREADS=1 python benchmarks/lightgcn_epoch.py --threads 1
     python benchmarks/lightgcn_epoch.py --dataset ml-100k --data /path/to/data --epochs 20
 """
