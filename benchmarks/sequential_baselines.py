@@ -34,6 +34,11 @@ machine that other jobs kept at load ~7, so wall times are inflated and noisy):
     bert4rec  after        2.18     5.2x       14     17      49.7  0.2304   0.2145    0.1813
     bert4rec  sampled      2.48     4.6x       11     14      47.5  0.1986   0.1869    0.1564
 
+SASRec (lr 0.001) had not converged at 20 epochs either way. With --max-epochs 60, `--modes
+after` ran all 60 (still improving: best epoch 59, 3.77 s/epoch, 281 s, valid .4313, test
+NDCG@10 .4492 / unmasked .4275), and `--modes before` did not finish within the 10-minute limit
+(killed at 600 s), so SASRec's epochs-to-convergence is not measured here.
+
 Before and after see different batches (bucket 1 vs 16: other users share a batch), so their
 training paths differ; the loss itself is the same up to float error (tests). GRU4Rec gains
 little: it was already packed, so pads never cost it much. On a 2,000-item catalogue the
