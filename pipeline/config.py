@@ -89,6 +89,7 @@ class DomainTrain(Section):
     patience: Positive = None
     eval_every: Positive = None
     seed: Seed = None
+    mixed_precision: Precision = None  # training steps autocast to bf16 (validation stays float32)
 
 
 # Per-model sections: the model's own keys, plus any domain.train key (it overrides there).
@@ -132,6 +133,11 @@ class _Sequential(_Embedding):
     bucket: Positive = None  # runs of bucket x batch_size users sorted by length (1: none)
     n_layers: Positive = None
     dropout: Annotated[float, Field(ge=0, lt=1)] = None
+    loss: Literal["ce", "sampled"] = None
+    # sampled softmax: negatives per batch (must be < the catalogue: the model checks it, the
+    # number of items is not known here) and their popularity exponent (0: uniform)
+    n_sampled: Positive = None
+    sampled_alpha: Alpha = None
 
 
 class _Transformer(_Sequential):
@@ -145,7 +151,7 @@ class _Transformer(_Sequential):
 
 
 class SASRec(_Transformer):
-    loss: Literal["ce", "bce"] = None
+    loss: Literal["ce", "sampled", "bce"] = None
 
 
 class GRU4Rec(_Sequential):

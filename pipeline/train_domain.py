@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from pipeline.checkpoint import save_weights
 from pipeline.errors import PipelineError
+from pipeline.llm import precision
 from pipeline.models.base import DomainModel, StaticModel, TrainableModel
 from pipeline.models.data import Interactions
 from pipeline.models.registry import model_class
@@ -28,13 +29,15 @@ class TrainConfig:
     eval_every: int = 1
     seed: int = 0
     threads: int = 2
+    mixed_precision: str = "no"  # auto | no | bf16 (pipeline.llm.precision): bf16 autocasts training steps
 
 
 TRAIN_KEYS = {"epochs": int, "lr": (int, float), "weight_decay": (int, float), "patience": int,
               "eval_every": int, "seed": int}
+OPTIONAL_TRAIN_KEYS = {"mixed_precision": str}  # absent: TrainConfig's default
 MIN_TRAIN = {"epochs": 1, "patience": 1, "eval_every": 1, "seed": 0}
 # model sizes that must be whole and positive (a 0-dim table trains to nothing, silently)
-POSITIVE_MODEL_KEYS = {"dim", "batch_size", "n_heads", "max_len", "n_negatives", "neighbors"}
+POSITIVE_MODEL_KEYS = {"dim", "batch_size", "n_heads", "max_len", "bucket", "n_negatives", "n_sampled", "neighbors"}
 
 
 def domain_configs(params: dict, model: str) -> tuple[dict, TrainConfig]:
@@ -43,9 +46,12 @@ def domain_configs(params: dict, model: str) -> tuple[dict, TrainConfig]:
     cls = model_class(model)
     model_cfg = dict(get(dom, model, dict, "domain")) if model in dom else {}
     train = dict(get(dom, "train", dict, "domain"))
-    train.update({k: v for k, v in model_cfg.items() if k in TRAIN_KEYS})
+    train.update({k: v for k, v in model_cfg.items() if k in TRAIN_KEYS or k in OPTIONAL_TRAIN_KEYS})
     for key, typ in TRAIN_KEYS.items():
         get(train, key, typ, f"domain.{model}" if key in model_cfg else "domain.train")
+    for key, typ in OPTIONAL_TRAIN_KEYS.items():
+        if key in train:
+            get(train, key, typ, f"domain.{model}" if key in model_cfg else "domain.train")
     # degenerate settings are refused here, before the stage touches its output folder: 0
     # epochs swapped an untrained model in (then crashed), dim 0 saved a useless one
     for key, low in MIN_TRAIN.items():
@@ -57,11 +63,15 @@ def domain_configs(params: dict, model: str) -> tuple[dict, TrainConfig]:
             where = f"domain.{model}" if key in model_cfg else "domain.train"
             raise PipelineError(f"params.yaml: {where}.{key} = {train[key]!r} must be a finite number "
                                 + ("> 0" if key == "lr" else ">= 0"))
+    if "mixed_precision" in train:
+        where = f"domain.{model}" if "mixed_precision" in model_cfg else "domain.train"
+        precision.resolve(train["mixed_precision"], "cpu", f"{where}.mixed_precision")  # refuses a bad value
     for key, value in model_cfg.items():
         if key in POSITIVE_MODEL_KEYS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise PipelineError(f"params.yaml: domain.{model}.{key} = {value!r} must be an integer >= 1")
-    return ({"model": cls.name, **{k: v for k, v in model_cfg.items() if k not in TRAIN_KEYS}},
-            TrainConfig(**{k: train[k] for k in TRAIN_KEYS}))
+    keys = {**TRAIN_KEYS, **OPTIONAL_TRAIN_KEYS}
+    return ({"model": cls.name, **{k: v for k, v in model_cfg.items() if k not in keys}},
+            TrainConfig(**{k: train[k] for k in keys if k in train}))
 
 
 def build_model(cls: type[DomainModel], n_users: int, n_items: int, cfg: dict, seed: int) -> DomainModel:
@@ -96,12 +106,17 @@ def _fit(model, data, valid_metric, cfg: TrainConfig, checkpoint, metadata, log)
     assert isinstance(model, TrainableModel)
     rng = np.random.default_rng(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # bf16 autocasts the training steps only: weights, Adam state and the loss stay float32,
+    # and validation (like evaluate_domain) scores in float32
+    device = next(model.parameters()).device
+    mixed = precision.resolve(cfg.mixed_precision, device, "domain.train.mixed_precision")
     history, best, best_state, stale = [], -float("inf"), None, 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         start, total, n = time.perf_counter(), 0.0, 0
         for batch in progress(model.batches(data, rng), f"{model.name} epoch {epoch}"):
-            loss = model.loss(batch)
+            with precision.autocast(mixed, device):
+                loss = model.loss(batch)
             if not torch.isfinite(loss):
                 # a NaN/inf loss poisons every weight from here on: stop the stage (the output
                 # folder is untouched) instead of saving a model that scores NaN
@@ -112,7 +127,7 @@ def _fit(model, data, valid_metric, cfg: TrainConfig, checkpoint, metadata, log)
             opt.step()
             total, n = total + loss.item(), n + 1
         seconds = time.perf_counter() - start
-        row = {"epoch": epoch, "loss": total / max(n, 1), "seconds": seconds}
+        row = {"epoch": epoch, "loss": total / max(n, 1), "seconds": seconds, "precision": mixed}
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             model.eval()
             row["valid"] = score = valid_metric(model)

@@ -3,6 +3,7 @@ DomainModel interface, they are repeatable, and their batches only hold the user
 train items."""
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -13,14 +14,18 @@ import torch
 from pipeline.errors import PipelineError
 from pipeline.metrics import known_items, retrieval_metrics
 from pipeline.models.data import Interactions
-from pipeline.models.sequential import BERT4Rec, GRU4Rec, SASRec
+from pipeline.models.sequential import BERT4Rec, GRU4Rec, SASRec, sampled_softmax
 
 N_USERS, N_ITEMS = 60, 30
 TINY = {"dim": 16, "n_layers": 1, "n_heads": 2, "max_len": 10, "dropout": 0.1, "batch_size": 16}
+SAMPLED = {"loss": "sampled", "n_sampled": 12, "sampled_alpha": 0.5}
 MODELS = [pytest.param(SASRec, {"loss": "ce"}, id="sasrec-ce"),
           pytest.param(SASRec, {"loss": "bce"}, id="sasrec-bce"),
+          pytest.param(SASRec, SAMPLED, id="sasrec-sampled"),
           pytest.param(GRU4Rec, {}, id="gru4rec"),
-          pytest.param(BERT4Rec, {"mask_prob": 0.3}, id="bert4rec")]
+          pytest.param(GRU4Rec, SAMPLED, id="gru4rec-sampled"),
+          pytest.param(BERT4Rec, {"mask_prob": 0.3}, id="bert4rec"),
+          pytest.param(BERT4Rec, {"mask_prob": 0.3, **SAMPLED}, id="bert4rec-sampled")]
 
 
 def walk_log(seed: int = 0) -> tuple[pa.Table, np.ndarray]:
@@ -223,8 +228,10 @@ def test_interface(walk, cls, cfg):
 
 
 def test_sasrec_rejects_unknown_loss():
-    with pytest.raises(ValueError, match="loss"):
+    with pytest.raises(PipelineError, match=r"domain\.sasrec\.loss = 'bpr' must be one of \['ce', 'sampled', 'bce'\]"):
         SASRec(N_USERS, N_ITEMS, {**TINY, "loss": "bpr"})
+    with pytest.raises(PipelineError, match=r"domain\.gru4rec\.loss = 'bce' must be one of \['ce', 'sampled'\]"):
+        GRU4Rec(N_USERS, N_ITEMS, {**TINY, "loss": "bce"})
 
 
 def widths(model, data, seed=0) -> list[int]:
@@ -250,6 +257,9 @@ def test_padding_free_batches_give_the_padded_loss(cls, cfg):
         w = a["inputs"].shape[1]
         assert torch.equal(a["users"], b["users"])
         for key in a.keys() - {"users"}:  # the narrow batch is the wide one's last columns
+            if a[key].dim() == 1:  # the sampled softmax's shared negatives and log_q table
+                assert torch.equal(a[key], b[key])
+                continue
             assert torch.equal(a[key], b[key][:, -w:]) and (b[key][:, :-w] == -1).all()
         for train in (False, True):
             model.train(train)
@@ -309,3 +319,75 @@ def test_bad_sizes_name_the_param(cls, key):
     for bad in (0, -1, 2.5, "8", True):
         with pytest.raises(PipelineError, match=rf"domain\.{cls.name}\.{key}' must be an integer >= 1, got {bad!r}"):
             cls(N_USERS, N_ITEMS, {**TINY, key: bad})
+
+
+# --- the sampled softmax ---------------------------------------------------------------------
+
+def test_sampled_softmax_by_hand():
+    """Two positions, three shared negatives (one an accidental hit of the first row's target),
+    checked against the formula written out: logit - log Q, the positive's too."""
+    states = torch.tensor([[1.0, 0.0], [0.5, 2.0]])
+    table = torch.tensor([[1.0, 1.0], [2.0, -1.0], [0.0, 3.0], [-1.0, 0.5]])
+    targets = torch.tensor([0, 2])
+    sampled = torch.tensor([1, 0, 3])
+    log_q = torch.log(torch.tensor([0.4, 0.3, 0.2, 0.1]) * 3)  # expected counts among 3 draws
+    lq = log_q.tolist()
+    # row 0: target 0 (score 1), negatives 1 (score 2) and 3 (score -1); sampled 0 is its own target
+    pos0, negs0 = 1.0 - lq[0], [2.0 - lq[1], -1.0 - lq[3]]
+    # row 1: target 2 (score 6), negatives 1 (score -1), 0 (score 2.5), 3 (score 0.5)
+    pos1, negs1 = 6.0 - lq[2], [-1.0 - lq[1], 2.5 - lq[0], 0.5 - lq[3]]
+
+    def ce(pos, negs):
+        return -pos + math.log(sum(math.exp(x) for x in [pos, *negs]))
+
+    expected = (ce(pos0, negs0) + ce(pos1, negs1)) / 2
+    got = sampled_softmax(states, table, targets, sampled, log_q)
+    assert abs(got.item() - expected) < 1e-5
+    # without the correction the loss is a different number: the correction is applied
+    uncorrected = sampled_softmax(states, table, targets, sampled, torch.zeros(4))
+    assert abs(uncorrected.item() - expected) > 1e-2
+
+
+@pytest.mark.parametrize("cls", [SASRec, GRU4Rec, BERT4Rec])
+def test_sampled_loss_is_finite_decreases_and_repeats(walk, cls):
+    _, data, _ = walk
+    cfg = {**SAMPLED, "n_sampled": 8}
+    model, losses = fit(cls, cfg, data, epochs=20, seed=3)
+    assert all(math.isfinite(x) for x in losses)
+    assert np.mean(losses[-8:]) < np.mean(losses[:8]) - 0.1
+    assert fit(cls, cfg, data, epochs=20, seed=3)[1] == losses  # bitwise, same seed
+    # full scoring whatever the training loss
+    model.set_history(torch.from_numpy(data.last_items(15)))
+    with torch.no_grad():
+        assert model.score_all(torch.arange(4)).shape == (4, N_ITEMS)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_sampled_negatives_follow_popularity_to_the_alpha(alpha):
+    """Shared by the batch, n_sampled of them, drawn with weight (count + 1) ** alpha; the
+    batch's log_q is log(n_sampled * that probability)."""
+    data = Interactions.from_table(random_log(), N_USERS, N_ITEMS)
+    model = SASRec(N_USERS, N_ITEMS, {**TINY, **SAMPLED, "sampled_alpha": alpha})
+    w = (data.item_counts() + 1.0) ** alpha
+    q = w / w.sum()
+    counts, n_batches = np.zeros(N_ITEMS), 0
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        for batch in model.batches(data, rng):
+            assert batch["sampled"].shape == (SAMPLED["n_sampled"],)
+            np.testing.assert_allclose(batch["log_q"].numpy(), np.log(SAMPLED["n_sampled"] * q), rtol=1e-5)
+            counts += np.bincount(batch["sampled"].numpy(), minlength=N_ITEMS)
+            n_batches += 1
+    freq = counts / counts.sum()
+    assert np.abs(freq - q).max() < 0.02, (freq, q)
+
+
+@pytest.mark.parametrize("cls", [SASRec, GRU4Rec, BERT4Rec])
+def test_sampled_settings_name_the_param(cls):
+    with pytest.raises(PipelineError, match=rf"params\.yaml: domain\.{cls.name}\.n_sampled = 30 must be < the "
+                                            rf"number of items \(30\)"):
+        cls(N_USERS, N_ITEMS, {**TINY, **SAMPLED, "n_sampled": 30})
+    with pytest.raises(PipelineError, match=rf"domain\.{cls.name}\.n_sampled' must be an integer >= 1, got 0"):
+        cls(N_USERS, N_ITEMS, {**TINY, **SAMPLED, "n_sampled": 0})
+    with pytest.raises(PipelineError, match=rf"domain\.{cls.name}\.sampled_alpha = -1 must be a number in \[0, 10\]"):
+        cls(N_USERS, N_ITEMS, {**TINY, **SAMPLED, "sampled_alpha": -1})

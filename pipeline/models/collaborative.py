@@ -41,9 +41,16 @@ class _Embeddings(TrainableModel):
 class _BPR(_Embeddings):
     """Pairwise BPR on (user, positive, sampled negative) with L2 on the batch's rows."""
 
+    def seen_pairs(self, data: Interactions) -> SeenPairs:
+        """The train pairs' membership test, built once per train split rather than every epoch
+        (a sort of every pair: ~10% of a LightGCN epoch on ML-100K)."""
+        cached = getattr(self, "_seen", None)
+        if cached is None or cached[0] is not data:
+            self._seen = (data, SeenPairs(data))
+        return self._seen[1]
+
     def batches(self, data: Interactions, rng: np.random.Generator) -> Iterator[dict[str, torch.Tensor]]:
-        seen = SeenPairs(data)
-        neg = uniform_negatives(rng, data.uids, seen)
+        neg = uniform_negatives(rng, data.uids, self.seen_pairs(data))
         for idx in epoch_order(rng, len(data.uids), int(self.cfg.get("batch_size", 2048))):
             yield {"user": _tensor(data.uids[idx]), "pos": _tensor(data.iids[idx]), "neg": _tensor(neg[idx])}
 
@@ -80,19 +87,65 @@ class MF(_BPR):
     name = "mf"
 
 
-class _SymmetricSpMM(torch.autograd.Function):
-    """y = A x for a symmetric sparse A: the gradient is A grad, so the backward pass reuses
-    the same CSR matrix instead of building its transpose (torch's generic path), which is
-    several times slower on CPU."""
+class _Propagate(torch.autograd.Function):
+    """LightGCN's propagation as one autograd node: out = (x + A x + ... + A^K x) / (K + 1)
+    for the symmetric normalised adjacency A (a CSR matrix).
+
+    The gradient is (g + A g + ... + A^K g) / (K + 1) again (A is symmetric), computed in
+    Horner form, h + A (h + A (... h)) with h = g / (K + 1): the very sums, in the very order,
+    that autograd formed over the per-layer graph this replaces (K sparse matmuls, a stack and
+    a mean, whose backward also reused A instead of building its transpose). So results are
+    unchanged bit for bit, while a training step allocates, fills and frees K + 1 fewer
+    full-size tables each way and autograd tracks one node instead of 2K + 2.
+
+    The table is propagated in column blocks (`_column_blocks`): a sparse matmul reads a row
+    of its dense operand for every non-zero, and a block small enough to stay in a core's
+    cache makes those reads cheap. Each output element is the same sum either way (bitwise
+    equal); per product, ~1.2x faster on ML-100K- and ML-1M-sized graphs."""
 
     @staticmethod
-    def forward(ctx, adj, x):
-        ctx.adj = adj
-        return torch.sparse.mm(adj, x)
+    def forward(ctx, adj, x, n_layers):
+        ctx.adj, ctx.n_layers = adj, n_layers
+        with torch.autocast(x.device.type, enabled=False):
+            blocks = _column_blocks(x.float())
+            total = [b.clone() for b in blocks]
+            for _ in range(n_layers):
+                blocks = [_spmm(adj, b) for b in blocks]
+                for t, b in zip(total, blocks):
+                    t += b
+            return torch.cat(total, 1).div_(n_layers + 1)
 
     @staticmethod
     def backward(ctx, grad):
-        return None, torch.sparse.mm(ctx.adj, grad)
+        with torch.autocast(grad.device.type, enabled=False):
+            h = _column_blocks(grad.float() / (ctx.n_layers + 1))
+            out = h
+            for _ in range(ctx.n_layers):
+                out = [_spmm(ctx.adj, o).add_(hb) for o, hb in zip(out, h)]
+            return None, torch.cat(out, 1), None
+
+
+BLOCK_BYTES = 512 * 1024  # a column block of the propagated table at most this big (a core's L2) ...
+MIN_BLOCK_COLUMNS = 16    # ... unless that would make it narrower than this
+
+
+def _column_blocks(x: torch.Tensor) -> list[torch.Tensor]:
+    """x [n, d] as contiguous [n, d / k] column blocks, k a power of two (1: x itself)."""
+    n, d = x.shape
+    k = 1
+    while n * (d // k) * x.element_size() > BLOCK_BYTES and d % (2 * k) == 0 and d // (2 * k) >= MIN_BLOCK_COLUMNS:
+        k *= 2
+    if k == 1:
+        return [x.contiguous()]
+    return list(x.reshape(n, k, d // k).transpose(0, 1).contiguous().unbind(0))
+
+
+def _spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """adj @ x in float32 whatever the autocast: torch's CPU sparse CSR matmul has no bfloat16
+    kernel (and autocast would send it one), so under mixed_precision bf16 the propagation stays
+    float32."""
+    with torch.autocast(x.device.type, enabled=False):
+        return torch.sparse.mm(adj, x.float())
 
 
 class LightGCN(_BPR):
@@ -118,7 +171,13 @@ class LightGCN(_BPR):
         coo = torch.sparse_coo_tensor(np.stack([rows, cols]), vals, (n, n), check_invariants=False)
         with warnings.catch_warnings():  # "sparse CSR support is in beta": it is what we want
             warnings.simplefilter("ignore", UserWarning)
-            self.adj = coo.coalesce().to_sparse_csr()
+            csr = coo.coalesce().to_sparse_csr()
+            if csr.values().numel() < 2 ** 31 - 1:
+                # int32 indices, as MKL's sparse matmul takes them: with torch's int64 default
+                # every product first converts both index arrays (~7% of its time on ML-100K)
+                csr = torch.sparse_csr_tensor(csr.crow_indices().int(), csr.col_indices().int(), csr.values(),
+                                              csr.shape)
+            self.adj = csr
         self._cache = None
 
     def attach(self, data: Interactions) -> None:
@@ -138,12 +197,7 @@ class LightGCN(_BPR):
             raise RuntimeError("LightGCN: call set_graph(train data) before scoring")
         if self._cache is not None and not self.training:
             return self._cache
-        x = torch.cat([self.user.weight, self.item.weight])
-        layers = [x]
-        for _ in range(self.n_layers):
-            x = _SymmetricSpMM.apply(self.adj, x)
-            layers.append(x)
-        out = torch.stack(layers).mean(0)
+        out = _Propagate.apply(self.adj, torch.cat([self.user.weight, self.item.weight]), self.n_layers)
         u, i = out[:self.n_users], out[self.n_users:]
         if not self.training:
             self._cache = (u.detach(), i.detach())

@@ -14,6 +14,10 @@ Conventions shared by all three (read this first):
   and the loss reads real positions only. `bucket` groups users of similar length so that
   batches are narrow (see `epoch_batches`); `full_width = True` restores the fixed max_len
   width, for benchmarks/sequential_padding.py and the tests that compare the two.
+- loss (cfg["loss"]): "ce" is the full softmax over every item at every real position;
+  "sampled" is a sampled softmax against cfg["n_sampled"] negatives shared by the whole batch,
+  drawn with weight (train count + 1) ** cfg["sampled_alpha"] (0: uniform) and logQ-corrected
+  (`sampled_softmax`); SASRec also has "bce". Scoring always ranks every item.
 """
 from __future__ import annotations
 
@@ -28,6 +32,21 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from pipeline.errors import PipelineError
 from pipeline.models.base import TrainableModel
 from pipeline.models.data import Interactions
+
+
+def sampled_softmax(states: torch.Tensor, table: torch.Tensor, targets: torch.Tensor,
+                    sampled: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each target against the batch's shared sampled negatives, logQ-corrected
+    (Yi et al. 2019; TensorFlow's sampled_softmax_loss): every logit, the positive's included,
+    has log Q(item) subtracted, Q(item) being the expected number of times the item is drawn
+    among the sampled, so that the loss's gradient is an unbiased-in-the-limit estimate of the
+    full softmax's. A sampled item equal to a row's target (an accidental hit) is dropped from
+    that row. states [N, d], table [n_items, d], targets [N], sampled [S], log_q [n_items]."""
+    pos = (states * table[targets]).sum(-1) - log_q[targets]
+    neg = states @ table[sampled].T - log_q[sampled]
+    neg = neg.masked_fill(sampled[None, :] == targets[:, None], float("-inf"))
+    logits = torch.cat([pos[:, None], neg], 1)
+    return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=logits.device))
 
 
 def left_pad(seqs: list[np.ndarray], length: int, fill: int = -1) -> np.ndarray:
@@ -46,6 +65,7 @@ class SequentialModel(TrainableModel):
 
     n_special: ClassVar[int] = 1  # extra embedding rows beyond the items: the pad row
     min_train_len: ClassVar[int] = 2  # next-item training needs an input and a target
+    losses: ClassVar[tuple[str, ...]] = ("ce", "sampled")
 
     def __init__(self, n_users: int, n_items: int, cfg: dict[str, Any]):
         super().__init__(n_users, n_items, cfg)
@@ -55,6 +75,20 @@ class SequentialModel(TrainableModel):
         self.batch_size = self.positive("batch_size", 256)
         self.bucket = self.positive("bucket", 16)
         self.full_width = False  # True: pad every batch to max_len (+ 1), as before padding-free
+        self.loss_type = self.cfg.get("loss", "ce")
+        if self.loss_type not in self.losses:
+            raise PipelineError(f"params.yaml: domain.{self.name}.loss = {self.loss_type!r} must be one of "
+                                f"{list(self.losses)}")
+        if self.loss_type == "sampled":
+            self.n_sampled = self.positive("n_sampled", 100)
+            if self.n_sampled >= n_items:
+                raise PipelineError(f"params.yaml: domain.{self.name}.n_sampled = {self.n_sampled} must be < the "
+                                    f"number of items ({n_items}); use loss: ce for the full softmax")
+            self.sampled_alpha = self.cfg.get("sampled_alpha", 0.0)
+            if isinstance(self.sampled_alpha, bool) or not isinstance(self.sampled_alpha, (int, float)) \
+                    or not 0 <= self.sampled_alpha <= 10:
+                raise PipelineError(f"params.yaml: domain.{self.name}.sampled_alpha = {self.sampled_alpha!r} "
+                                    "must be a number in [0, 10]")
         self.item_emb = nn.Embedding(n_items + self.n_special, self.dim, padding_idx=0)
         # small init: scores are raw dot products, and N(0, 1) rows start them far from 0
         nn.init.normal_(self.item_emb.weight, std=0.02)
@@ -70,6 +104,19 @@ class SequentialModel(TrainableModel):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise PipelineError(f"params.yaml: 'domain.{self.name}.{key}' must be an integer >= 1, got {value!r}")
         return value
+
+    def log_q(self, data: Interactions) -> torch.Tensor:
+        """[n_items] log of each item's expected count among n_sampled draws with replacement,
+        weight (train count + 1) ** sampled_alpha."""
+        w = (data.item_counts().astype(np.float64) + 1.0) ** float(self.sampled_alpha)
+        return torch.from_numpy(np.log(self.n_sampled * w / w.sum()).astype(np.float32))
+
+    def draw_sampled(self, log_q: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """n_sampled items (with replacement) from the distribution log_q describes."""
+        cdf = np.cumsum(np.exp(log_q.numpy().astype(np.float64)))
+        cdf /= cdf[-1]
+        return torch.from_numpy(np.minimum(np.searchsorted(cdf, rng.random(self.n_sampled), side="right"),
+                                           self.n_items - 1).astype(np.int64))
 
     # -- the one thing each model defines -------------------------------------------------
     def encode(self, ids: torch.Tensor) -> torch.Tensor:
@@ -156,6 +203,7 @@ class SequentialModel(TrainableModel):
     def batches(self, data: Interactions, rng: np.random.Generator) -> Iterator[dict[str, torch.Tensor]]:
         """Next-item batches: inputs seq[:-1], targets seq[1:] over each user's most recent
         max_len + 1 train items, so every position predicts the item that followed it."""
+        log_q = self.log_q(data) if self.loss_type == "sampled" else None
         for chunk in self.epoch_batches(data, rng, self.max_len + 1):
             seqs = [data.sequence(u) for u in chunk]
             seqs = left_pad(seqs, self.width(seqs, self.max_len + 1))
@@ -164,19 +212,25 @@ class SequentialModel(TrainableModel):
             # would otherwise be "predicted" from a pad input, i.e. from nothing
             targets = np.where(inputs >= 0, seqs[:, 1:], -1)
             yield self.extra({"users": torch.from_numpy(chunk), "inputs": torch.from_numpy(inputs.copy()),
-                              "targets": torch.from_numpy(targets)}, data, rng)
+                              "targets": torch.from_numpy(targets)}, data, rng, log_q)
 
-    def extra(self, batch: dict[str, torch.Tensor], data: Interactions,
-              rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """Hook for per-batch randomness (SASRec's negatives); drawn from `rng`."""
+    def extra(self, batch: dict[str, torch.Tensor], data: Interactions, rng: np.random.Generator,
+              log_q: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Per-batch randomness, drawn from `rng` after the batch itself: the sampled softmax's
+        shared negatives (and their log_q table), SASRec's BCE negatives."""
+        if self.loss_type == "sampled":
+            batch["sampled"], batch["log_q"] = self.draw_sampled(log_q, rng), log_q
         return batch
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Cross-entropy over all items at every non-pad position."""
+        """Softmax cross-entropy at every non-pad position: over all items ("ce"), or over the
+        target and the batch's sampled negatives ("sampled")."""
         targets = batch["targets"]
         valid = targets >= 0
         # logits for real positions only: [n_real, n_items] rather than [B, L, n_items]
         states = self.encode(batch["inputs"])[valid]
+        if self.loss_type == "sampled":
+            return sampled_softmax(states, self.item_table(), targets[valid], batch["sampled"], batch["log_q"])
         return F.cross_entropy(states @ self.item_table().T, targets[valid])
 
 
@@ -221,22 +275,17 @@ class TransformerBackbone(SequentialModel):
 
 class SASRec(TransformerBackbone):
     """Self-attentive sequential recommendation (Kang & McAuley, 2018), causal attention.
-    cfg["loss"]: "ce" (full softmax, the RecBole setting) or "bce" (the paper: one sampled
-    negative per position)."""
+    cfg["loss"]: "ce" (full softmax, the RecBole setting), "sampled" (sampled softmax) or
+    "bce" (the paper: one sampled negative per position)."""
 
     name = "sasrec"
     causal = True
+    losses = ("ce", "sampled", "bce")
 
-    def __init__(self, n_users: int, n_items: int, cfg: dict[str, Any]):
-        super().__init__(n_users, n_items, cfg)
-        self.loss_type = str(self.cfg.get("loss", "ce"))
-        if self.loss_type not in ("ce", "bce"):
-            raise ValueError(f"sasrec loss must be 'ce' or 'bce', got {self.loss_type!r}")
-
-    def extra(self, batch, data, rng):
+    def extra(self, batch, data, rng, log_q):
         if self.loss_type == "bce":
             batch["negatives"] = torch.from_numpy(self.sample_negatives(batch, data, rng))
-        return batch
+        return super().extra(batch, data, rng, log_q)
 
     def sample_negatives(self, batch, data: Interactions, rng: np.random.Generator) -> np.ndarray:
         """One negative per target, uniform over the items the user has no train
@@ -266,7 +315,7 @@ class SASRec(TransformerBackbone):
         return np.where(targets >= 0, negs, -1)
 
     def loss(self, batch):
-        if self.loss_type == "ce":
+        if self.loss_type != "bce":
             return super().loss(batch)
         targets = batch["targets"]
         valid = targets >= 0
@@ -279,7 +328,7 @@ class SASRec(TransformerBackbone):
 
 class GRU4Rec(SequentialModel):
     """Session-based recommendation with RNNs (Hidasi et al., 2016), trained with
-    cross-entropy over all items at every position (the RecBole setting). The GRU runs over
+    cross-entropy over all items at every position (the RecBole setting), or a sampled softmax. The GRU runs over
     each user's real items only (packed; RecBole gets the same by padding on the right)."""
 
     name = "gru4rec"
@@ -320,6 +369,7 @@ class BERT4Rec(TransformerBackbone):
         self.mask_id = n_items  # token n_items + 1, the embedding's last row
 
     def batches(self, data, rng):
+        log_q = self.log_q(data) if self.loss_type == "sampled" else None
         for chunk in self.epoch_batches(data, rng, self.max_len):
             seqs = [data.sequence(u) for u in chunk]
             ids = left_pad(seqs, self.width(seqs, self.max_len))
@@ -330,9 +380,9 @@ class BERT4Rec(TransformerBackbone):
             # a row with nothing masked teaches nothing: mask its newest item, which is
             # also the position that scoring asks about
             masked[~masked.any(axis=1), -1] = True
-            yield {"users": torch.from_numpy(chunk),
-                   "inputs": torch.from_numpy(np.where(masked, self.mask_id, ids)),
-                   "targets": torch.from_numpy(np.where(masked, ids, -1))}
+            yield self.extra({"users": torch.from_numpy(chunk),
+                              "inputs": torch.from_numpy(np.where(masked, self.mask_id, ids)),
+                              "targets": torch.from_numpy(np.where(masked, ids, -1))}, data, rng, log_q)
 
     def history_ids(self, users):
         # drop the oldest item so the [MASK] to be predicted still fits in max_len
