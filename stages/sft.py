@@ -60,8 +60,7 @@ SFT_MIN = {"steps": 1, "batch_size": 1, "grad_accum": 1, "warmup_steps": 0, "max
 
 def sft_config(params: dict) -> tuple[SFTConfig, dict[str, float]]:
     sec = section(params, "sft")
-    # align_weight is a variant's (llm.variant.<name>.align), not the sft section's
-    fields = {f: type(getattr(SFTConfig(), f)) for f in SFTConfig.__dataclass_fields__ if f != "align_weight"}
+    fields = {f: type(v) for f, v in SFTConfig().section().items()}
     values = {}
     for key, typ in fields.items():
         values[key] = get(sec, key, (int, float) if typ is float else typ, "sft")

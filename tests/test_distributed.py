@@ -118,7 +118,7 @@ def test_stages_under_two_processes_write_their_outputs_once_and_whole(tmp_path)
     make_project(tmp_path)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["llm"] = {"vocab_modes": ["pe"], "variant": {"full": {"vocab": "pe", "aux": False}}}
-    params["sft"] = {**SFTConfig(steps=2, batch_size=2, max_len=64, checkpoint_every=1, warmup_steps=1).__dict__,
+    params["sft"] = {**SFTConfig(steps=2, batch_size=2, max_len=64, checkpoint_every=1, warmup_steps=1).section(),
                      "task_weights": {"interaction": 1.0, "topk": 1.0}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONPATH": str(REPO)}

@@ -45,7 +45,7 @@ def built(tmp_path_factory) -> Path:
     params["domain"]["export"] = ["lightgcn"]
     params["llm"] = {"vocab_modes": ["pe"], "variant": {"full": {"vocab": "pe", "aux": False}},
                      "preload_from": "lightgcn", "seed": 7}
-    params["sft"] = {**SFTConfig(steps=1, batch_size=2, max_len=64, checkpoint_every=1, warmup_steps=0).__dict__,
+    params["sft"] = {**SFTConfig(steps=1, batch_size=2, max_len=64, checkpoint_every=1, warmup_steps=0).section(),
                      "task_weights": {"interaction": 1.0, "topk": 1.0}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     mp = pytest.MonkeyPatch()

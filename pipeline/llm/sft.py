@@ -54,6 +54,13 @@ class SFTConfig:
     curve_every: int = 0  # steps between points of the valid learning curve (0: none)
     align_weight: float = 0.0  # weight of the answer-state / user-row alignment loss (0: off, the papers')
 
+    # set per variant (llm.variant.<name>.align), not in params.yaml's sft section
+    VARIANT_FIELDS = ("align_weight",)
+
+    def section(self) -> dict:
+        """The fields as params.yaml's sft section holds them."""
+        return {k: v for k, v in self.__dict__.items() if k not in self.VARIANT_FIELDS}
+
 
 @lru_cache(maxsize=4)
 def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
