@@ -45,13 +45,8 @@ def variant_settings(params: dict, variant: str) -> tuple[str, bool, float]:
     modes = get(llm, "vocab_modes", list, "llm")
     if mode not in modes:
         raise PipelineError(f"params.yaml: llm.variant.{variant}.vocab is '{mode}', not one of llm.vocab_modes {modes}")
-    align = get(v, "align", (int, float), f"llm.variant.{variant}") if "align" in v else 0.0
-    if not (math.isfinite(align) and align >= 0):
-        raise PipelineError(f"params.yaml: llm.variant.{variant}.align = {align!r} must be a finite number >= 0")
-    if align and mode == "text":
-        raise PipelineError(f"params.yaml: llm.variant.{variant}.align = {align} needs user tokens "
-                            f"(vocab pe or rand), not vocab '{mode}'")
-    return mode, get(v, "aux", bool, f"llm.variant.{variant}"), float(align)
+    # range and vocab of `align` are the config layer's (load_params): absent means off
+    return mode, get(v, "aux", bool, f"llm.variant.{variant}"), float(v.get("align") or 0.0)
 
 
 SFT_MIN = {"steps": 1, "batch_size": 1, "grad_accum": 1, "warmup_steps": 0, "max_len": 8, "checkpoint_every": 1,
