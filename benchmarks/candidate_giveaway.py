@@ -2,7 +2,7 @@
 
 Builds the valid/test candidate sets of a dataset in memory with `negatives.text_anchor`
 history (the default) and positive (the papers' sampler), with every other negatives param
-from params.yaml, and prints the HR@1 of each user-agnostic text scorer (pipeline.floors)
+from params.yaml, and prints the HR@1 of each user-agnostic text scorer (pipeline.eval.floors)
 with its Wilson interval and chance. With --models it also scores the trained domain models
 (data/domain/<ds>/<model>, from `dvc repro`) on the test top-K sets of both anchors, so the
 old protocol's numbers stand next to the new ones for the same weights, and tests each model
@@ -23,13 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from pipeline import floors, paths  # noqa: E402
-from pipeline.metrics import candidate_matrix  # noqa: E402
-from pipeline.negatives import make_all, text_vectors  # noqa: E402
-from pipeline.params import load_params  # noqa: E402
-from pipeline.split import SPLITS  # noqa: E402
-from pipeline.metrics import positive_rank  # noqa: E402
-from pipeline.stats import mcnemar, wilson  # noqa: E402
+from pipeline.eval import floors  # noqa: E402
+
+from pipeline import paths  # noqa: E402
+from pipeline.eval.metrics import candidate_matrix  # noqa: E402
+from pipeline.data.negatives import make_all, text_vectors  # noqa: E402
+from pipeline.config.params import load_params  # noqa: E402
+from pipeline.data.split import SPLITS  # noqa: E402
+from pipeline.eval.metrics import positive_rank  # noqa: E402
+from pipeline.eval.stats import mcnemar, wilson  # noqa: E402
 from stages.negatives import config as negatives_config  # noqa: E402
 
 
@@ -37,9 +39,9 @@ def model_hits(ds: str, model: str, params: dict, sets: dict, ev) -> np.ndarray:
     """Per-user top-K hit@1 of a trained domain model on the test top-K set of `sets`."""
     import torch
 
-    from pipeline.checkpoint import load_trained
-    from pipeline.evaluation import _scores
-    from pipeline.train_domain import domain_configs
+    from pipeline.models.weights import load_trained
+    from pipeline.eval.evaluator import _scores
+    from pipeline.models.trainer import domain_configs
 
     cfg, _ = domain_configs(params, model)
     m, _ = load_trained(ds, model, cfg, ev.train())
@@ -65,7 +67,7 @@ def main() -> None:
     log_pop = floors.log_popularity(np.asarray(splits["train"]["iid"]), len(titles))
     ev = None
     if args.models:
-        from pipeline.evaluation import EvalSets
+        from pipeline.eval.evaluator import EvalSets
 
         ev = EvalSets.load(ds, candidates=False)
     print(f"{ds}: {len(titles)} items, text backend {base.text_backend}, "

@@ -54,9 +54,9 @@ def generate(out: Path, n_inter: int, n_items: int, n_users: int, seed: int = 0)
 
 def run(work: Path) -> None:
     from pipeline.artifacts import write_parquet
-    from pipeline.kcore import KCoreConfig, kcore
-    from pipeline.negatives import NegativesConfig, make_all
-    from pipeline.split import split
+    from pipeline.data.kcore import KCoreConfig, kcore
+    from pipeline.data.negatives import NegativesConfig, make_all
+    from pipeline.data.split import split
 
     t0 = time.perf_counter()
     inter, users, items, stats = kcore(work / "interactions.parquet", work / "items.parquet", KCoreConfig(seed=1))

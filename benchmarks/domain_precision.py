@@ -1,12 +1,12 @@
 """Benchmark: domain-model training in float32 against bf16 autocast (domain.train.mixed_precision),
 same seed, equal epochs -- what decides that parameter's default.
 
-Not a test. For each model, trains exactly --epochs epochs with pipeline.train_domain.fit (no
+Not a test. For each model, trains exactly --epochs epochs with pipeline.models.trainer.fit (no
 early stopping) three times: float32 at --seed, bf16 at --seed, and float32 at --seed + 1 (the
 seed-to-seed spread is the noise a precision change must be judged against). Prints wall and
 CPU seconds per epoch, the last epoch's loss, and test NDCG@10 / NDCG@20 over all items (train
 and valid masked; scoring is float32 in every run). Also prints whether this CPU computes bf16
-natively (pipeline.llm.precision.native_bf16: AVX512-BF16 or AMX), which is what `auto` reads.
+natively (pipeline.precision.native_bf16: AVX512-BF16 or AMX), which is what `auto` reads.
 
     OMP_NUM_THREADS=1 python benchmarks/domain_precision.py --dataset ml-100k --data /path/to/data
     OMP_NUM_THREADS=1 python benchmarks/domain_precision.py      # ML-100K-shaped synthetic log
@@ -26,11 +26,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.lightgcn_epoch import ml100k_shaped  # noqa: E402
 from pipeline import paths  # noqa: E402
-from pipeline.evaluation import EvalSets, retrieval  # noqa: E402
-from pipeline.llm.precision import native_bf16  # noqa: E402
+from pipeline.eval.evaluator import EvalSets, retrieval  # noqa: E402
+from pipeline.precision import native_bf16  # noqa: E402
 from pipeline.models.registry import model_class  # noqa: E402
-from pipeline.params import load_params  # noqa: E402
-from pipeline.train_domain import build_model, domain_configs, fit  # noqa: E402
+from pipeline.config.params import load_params  # noqa: E402
+from pipeline.models.trainer import build_model, domain_configs, fit  # noqa: E402
 
 
 def run(ev: EvalSets, params: dict, name: str, precision: str, seed: int, args) -> dict:

@@ -1,7 +1,7 @@
 """Benchmark: where a LightGCN training epoch's time goes, and the epoch's cost end to end.
 
 Not a test. Times are CPU seconds of this process except fit's wall-clock s/epoch (on a
-busy machine the CPU figure is the steadier one). Part 1 replays one epoch of pipeline.train_domain.fit's loop by hand and times
+busy machine the CPU figure is the steadier one). Part 1 replays one epoch of pipeline.models.trainer.fit's loop by hand and times
 each piece: building the batches (BPR negatives, shuffling), the propagation forward (the
 sparse matmuls, the layer mean), the loss, the backward pass, Adam's step. Part 2 trains
 --epochs epochs with fit itself (no early stopping) and prints seconds per epoch and test
@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import paths  # noqa: E402
-from pipeline.evaluation import EvalSets, retrieval  # noqa: E402
+from pipeline.eval.evaluator import EvalSets, retrieval  # noqa: E402
 from pipeline.models.collaborative import LightGCN  # noqa: E402
-from pipeline.params import load_params  # noqa: E402
-from pipeline.train_domain import build_model, domain_configs, fit  # noqa: E402
+from pipeline.config.params import load_params  # noqa: E402
+from pipeline.models.trainer import build_model, domain_configs, fit  # noqa: E402
 
 
 SHAPES = {"ml-100k": (943, 1682, 106), "ml-1m": (6040, 3706, 165)}  # users, items, mean length

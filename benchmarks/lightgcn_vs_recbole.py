@@ -30,9 +30,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.evaluation import EvalSets, retrieval  # noqa: E402
+from pipeline.eval.evaluator import EvalSets, retrieval  # noqa: E402
 from pipeline.models.collaborative import LightGCN  # noqa: E402
-from pipeline.train_domain import build_model  # noqa: E402
+from pipeline.models.trainer import build_model  # noqa: E402
 
 VENV = ROOT / "benchmarks" / ".recbole-venv"
 VENV_DONE = VENV / ".complete"  # written last, so a half-built venv is rebuilt, not used
@@ -162,7 +162,7 @@ def run_recbole(args, ev: EvalSets, work: Path) -> dict:
 
 
 def run_ours(args, ev: EvalSets) -> dict:
-    """Our LightGCN, trained in-process with the loop of pipeline.train_domain.fit (minus
+    """Our LightGCN, trained in-process with the loop of pipeline.models.trainer.fit (minus
     validation and early stopping), then full-ranking test metrics."""
     torch.set_num_threads(args.threads)
     cfg = {"dim": args.dim, "n_layers": args.layers, "batch_size": args.batch, "reg": args.reg}

@@ -31,7 +31,7 @@ from pipeline.llm.base import load_base  # noqa: E402
 from pipeline.llm.encoding import collate, encode  # noqa: E402
 from pipeline.llm import forward  # noqa: E402
 from pipeline.llm.forward import answer_loss  # noqa: E402
-from pipeline.llm.precision import PRECISIONS, autocast, resolve  # noqa: E402
+from pipeline.precision import PRECISIONS, autocast, resolve  # noqa: E402
 from pipeline.llm.scoring import ScoreConfig, Scorer  # noqa: E402
 from pipeline.llm.sft import SFTConfig, adamw, batch_indices  # noqa: E402
 

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import paths  # noqa: E402
 from pipeline.llm.sft import SFTConfig, batch_indices, training_pairs  # noqa: E402
-from pipeline.params import apply_overrides, parse_overrides, read_yaml, validate_params  # noqa: E402
-from pipeline.prompts import Renderer, build_specs, domain_for, item_texts, load_inputs, render_table  # noqa: E402
+from pipeline.config.params import apply_overrides, parse_overrides, read_yaml, validate_params  # noqa: E402
+from pipeline.llm.prompts import Renderer, build_specs, domain_for, item_texts, load_inputs, render_table  # noqa: E402
 from stages.build_prompts import config as prompts_config, evaluated_users  # noqa: E402
 from stages.negatives import config as negatives_config  # noqa: E402
 
@@ -71,13 +71,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="ml-100k")
     p.add_argument("--params", default="params.yaml")
-    p.add_argument("--profile", default=None, help="apply profiles/<name>.yaml first (pipeline.profile)")
+    p.add_argument("--profile", default=None, help="apply profiles/<name>.yaml first (pipeline.config.profile)")
     p.add_argument("--set", action="append", default=[], help="dotted.key=yaml-value override")
     p.add_argument("--no-aux", action="store_true", help="the variant without the auxiliary tasks")
     args = p.parse_args()
     params = read_yaml(Path(args.params).read_text())
     if args.profile:
-        from pipeline import profile
+        from pipeline.config import profile
 
         params = apply_overrides(params, profile.load(args.profile, Path(__file__).resolve().parents[1] / "profiles"))
     params = apply_overrides(params, parse_overrides(args.set))

@@ -32,7 +32,7 @@ from pipeline.llm.encoding import collate, encode  # noqa: E402
 from pipeline.llm.forward import answer_logprobs  # noqa: E402
 from pipeline.llm.sft import batch_indices, train, training_pairs  # noqa: E402
 from pipeline.llm.tokens import new_tokens  # noqa: E402
-from pipeline.params import load_params  # noqa: E402
+from pipeline.config.params import load_params  # noqa: E402
 from stages.sft import sft_config  # noqa: E402
 
 

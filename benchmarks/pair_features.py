@@ -17,7 +17,7 @@ import torch
 from pipeline import paths
 from pipeline.bdlm.features import PairPrompts, _plain, pair_features
 from pipeline.llm.base import load_base
-from pipeline.metrics import candidate_matrix
+from pipeline.eval.metrics import candidate_matrix
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 length-bucketed batches), optionally also "sampled" (after + the logQ-corrected sampled softmax),
 same seed, in one run.
 
-Not a test. Each (model, mode) is trained with pipeline.train_domain.fit -- the trainer the
+Not a test. Each (model, mode) is trained with pipeline.models.trainer.fit -- the trainer the
 pipeline uses: Adam, early stopping on valid NDCG@10 (all items, train items masked) with
 --patience, at most --max-epochs, the best weights kept -- and then scored on test over all
 items. Printed per row: seconds per training epoch (the mean; validation excluded), the epoch
@@ -59,11 +59,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.sequential_padding import synthetic  # noqa: E402
-from pipeline import metrics, paths  # noqa: E402
-from pipeline.evaluation import EvalSets, valid_score  # noqa: E402
+from pipeline.eval import metrics  # noqa: E402
+from pipeline import paths  # noqa: E402
+from pipeline.eval.evaluator import EvalSets, valid_score  # noqa: E402
 from pipeline.models.registry import model_class  # noqa: E402
-from pipeline.params import load_params  # noqa: E402
-from pipeline.train_domain import build_model, domain_configs, fit  # noqa: E402
+from pipeline.config.params import load_params  # noqa: E402
+from pipeline.models.trainer import build_model, domain_configs, fit  # noqa: E402
 
 MODES = {  # name: (full_width, bucket, loss) -- bucket None: params.yaml's
     "before": (True, 1, "ce"),

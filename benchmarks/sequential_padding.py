@@ -1,7 +1,7 @@
 """Benchmark: SASRec trained with batches padded to max_len + 1 (as before) against
 padding-free batches (each padded to its longest sequence), same seed, in one run.
 
-Not a test: trains each mode for exactly --epochs epochs with pipeline.train_domain.fit (no
+Not a test: trains each mode for exactly --epochs epochs with pipeline.models.trainer.fit (no
 early stopping), then prints seconds per training epoch, the share of batch cells that are
 padding, the time to score every test user, and test NDCG@10 (full ranking, train and valid
 items masked). Modes:
@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import paths  # noqa: E402
-from pipeline.evaluation import EvalSets, retrieval  # noqa: E402
+from pipeline.eval.evaluator import EvalSets, retrieval  # noqa: E402
 from pipeline.models.sequential import SASRec  # noqa: E402
-from pipeline.train_domain import TrainConfig, build_model, fit  # noqa: E402
+from pipeline.models.trainer import TrainConfig, build_model, fit  # noqa: E402
 
 
 def synthetic(n_users: int, n_items: int, seed: int) -> EvalSets:

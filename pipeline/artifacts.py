@@ -29,7 +29,7 @@ def write_roots() -> list[Path]:
     """Where the writers may put anything: the repository's data/ (the working directory is
     the repository root), the download cache, and the system temp dir (scratch space; tests
     write there). Nothing else, so a bad name or path can never swap the user's own files."""
-    from pipeline.download import cache_dir  # lazy: pipeline.download imports this module
+    from pipeline.data.download import cache_dir  # lazy: pipeline.data.download imports this module
 
     return [Path("data").resolve(), cache_dir().resolve(), Path(tempfile.gettempdir()).resolve()]
 

@@ -135,7 +135,7 @@ def checkpoints(*names: str) -> Path:
 
 
 def outcomes(kind: str, ds: str, name: str) -> Path:
-    """Per-user outcomes of one scored row (pipeline.metrics.Outcomes): what the report's
+    """Per-user outcomes of one scored row (pipeline.eval.metrics.Outcomes): what the report's
     paired tests read. kind: domain | floors | llm | joint (name '<experiment>-llm'/'-drs')."""
     return _under("outcomes", kind, ds, name, suffix=".parquet")
 

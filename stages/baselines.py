@@ -3,7 +3,7 @@
 
 Reads data/metrics/domain/<ds>/<model>.json for every domain.models entry (and
 data/metrics/pretrain/<ds>/<model>.json for its training time) and
-data/metrics/floors/<ds>/<floor>.json for each floor (pipeline.floors.FLOORS); the top-level
+data/metrics/floors/<ds>/<floor>.json for each floor (pipeline.eval.floors.FLOORS); the top-level
 blocks of those files are on every test user. Each cell carries its interval; retrieval is
 shown with the known items masked and unmasked. A missing domain model is an error, a missing
 floor a row marked missing."""
@@ -13,9 +13,9 @@ from pipeline import paths
 from pipeline.artifacts import atomic_path, read_json, write_json
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
-from pipeline.floors import FLOORS
-from pipeline.params import get, load_params, section
-from pipeline.report import markdown, read_metrics, table_rows
+from pipeline.eval.floors import FLOORS
+from pipeline.config.params import get, load_params, section
+from pipeline.eval.report import markdown, read_metrics, table_rows
 
 
 def collect_results(ds: str, models: list[str]) -> list[dict]:

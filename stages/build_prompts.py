@@ -8,8 +8,8 @@ import numpy as np
 from pipeline import paths
 from pipeline.artifacts import atomic_dir, write_json, write_parquet
 from pipeline.cli import dataset_parser, run
-from pipeline.params import get, load_params, section
-from pipeline.prompts import RENDERS, SPLITS, PromptsConfig, build_all, item_tables, load_inputs
+from pipeline.config.params import get, load_params, section
+from pipeline.llm.prompts import RENDERS, SPLITS, PromptsConfig, build_all, item_tables, load_inputs
 from stages.negatives import config as negatives_config
 
 
@@ -34,8 +34,8 @@ def config(params: dict) -> PromptsConfig:
 
 
 def evaluated_users(params: dict, test) -> np.ndarray:
-    """The users evaluate_llm scores (evaluate_llm.max_users / seed; pipeline.evaluation.user_subset)."""
-    from pipeline.evaluation import user_subset
+    """The users evaluate_llm scores (evaluate_llm.max_users / seed; pipeline.eval.evaluator.user_subset)."""
+    from pipeline.eval.evaluator import user_subset
 
     sec = section(params, "evaluate_llm")
     return user_subset(test, get(sec, "max_users", (int, type(None)), "evaluate_llm"),

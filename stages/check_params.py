@@ -1,4 +1,4 @@
-"""check_params: params.yaml validated (pipeline/config.py) before any other stage runs.
+"""check_params: params.yaml validated (pipeline/config/sections.py) before any other stage runs.
 
 DVC writes names and the launcher from params.yaml into the stages' shell commands before any
 of our Python starts, so a name that escapes the commands' quoting (e.g. one holding a `'`)
@@ -14,7 +14,7 @@ import argparse
 from pipeline import paths
 from pipeline.artifacts import write_json
 from pipeline.cli import run
-from pipeline.params import load_params
+from pipeline.config.params import load_params
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)

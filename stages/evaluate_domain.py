@@ -9,11 +9,11 @@ import json
 import torch
 
 from pipeline import paths
-from pipeline.checkpoint import load_trained
+from pipeline.models.weights import load_trained
 from pipeline.cli import dataset_parser, run
-from pipeline.evaluation import EvalSets, llm_users, outcomes, stats_config, write_scores
-from pipeline.params import load_params
-from pipeline.train_domain import domain_configs
+from pipeline.eval.evaluator import EvalSets, llm_users, outcomes, stats_config, write_scores
+from pipeline.config.params import load_params
+from pipeline.models.trainer import domain_configs
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""evaluate_floors: the user-agnostic floors (pipeline.floors) scored like every model, and the
+"""evaluate_floors: the user-agnostic floors (pipeline.eval.floors) scored like every model, and the
 give-away check of the candidate sets.
 
 Writes, per floor, data/metrics/floors/<ds>/<floor>.json (all test users, and `llm_users`) and
@@ -12,12 +12,14 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline import floors, metrics, paths
+from pipeline.eval import floors, metrics
+
+from pipeline import paths
 from pipeline.artifacts import write_json
 from pipeline.cli import dataset_parser, run
-from pipeline.evaluation import EvalSets, llm_users, stats_config, write_scores
-from pipeline.negatives import text_vectors
-from pipeline.params import load_params
+from pipeline.eval.evaluator import EvalSets, llm_users, stats_config, write_scores
+from pipeline.data.negatives import text_vectors
+from pipeline.config.params import load_params
 from stages.negatives import config as negatives_config
 
 

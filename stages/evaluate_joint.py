@@ -25,12 +25,12 @@ from pipeline.artifacts import read_json, write_json, write_parquet
 from pipeline.bdlm import PairPrompts, evaluate_drs, load_drs, pair_features
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
-from pipeline.evaluation import METRICS_SCHEMA, EvalSets, json_safe, llm_users, stats_config
-from pipeline.metrics import summarize
+from pipeline.eval.evaluator import METRICS_SCHEMA, EvalSets, json_safe, llm_users, stats_config
+from pipeline.eval.metrics import summarize
 from pipeline.llm.base import load_base
 from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
 from pipeline.models.registry import model_class
-from pipeline.params import get, load_params, section
+from pipeline.config.params import get, load_params, section
 from stages.joint_train import joint_dir
 
 

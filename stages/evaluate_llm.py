@@ -18,10 +18,10 @@ from pipeline import lineage, paths
 from pipeline.artifacts import read_json
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
-from pipeline.evaluation import EvalSets, llm_users, stats_config, write_scores
+from pipeline.eval.evaluator import EvalSets, llm_users, stats_config, write_scores
 from pipeline.llm.base import load_base
 from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
-from pipeline.params import get, load_params, section
+from pipeline.config.params import get, load_params, section
 from stages.sft import render, sft_config, variant_settings
 
 

@@ -20,7 +20,7 @@ from pipeline.errors import PipelineError
 from pipeline.llm.base import load_base, readable
 from pipeline.llm.tokens import new_tokens
 from pipeline.llm.vocab import MODES, check_single_tokens, expand_vocab
-from pipeline.params import get, load_params, section
+from pipeline.config.params import get, load_params, section
 
 
 def _count(path) -> int:

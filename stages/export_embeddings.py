@@ -13,12 +13,12 @@ import torch
 
 from pipeline import lineage, paths
 from pipeline.artifacts import write_safetensors
-from pipeline.checkpoint import load_trained
+from pipeline.models.weights import load_trained
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
-from pipeline.evaluation import EvalSets
-from pipeline.params import load_params
-from pipeline.train_domain import domain_configs
+from pipeline.eval.evaluator import EvalSets
+from pipeline.config.params import load_params
+from pipeline.models.trainer import domain_configs
 
 
 def main() -> None:

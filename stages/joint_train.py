@@ -31,13 +31,13 @@ from pipeline import lineage, paths
 from pipeline.artifacts import atomic_dir, file_digest, read_json, write_json, write_safetensors
 from pipeline.bdlm import (DRS, JointConfig, JointData, JointTrainer, LLMRows, SelectionSet, Sharing,
                            check_id_spaces, initial_projection, save_drs)
-from pipeline.checkpoint import load_trained
+from pipeline.models.weights import load_trained
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
-from pipeline.evaluation import EvalSets, llm_users
+from pipeline.eval.evaluator import EvalSets, llm_users
 from pipeline.llm.base import is_seq2seq, load_base
-from pipeline.params import get, load_params, section
-from pipeline.train_domain import domain_configs
+from pipeline.config.params import get, load_params, section
+from pipeline.models.trainer import domain_configs
 from stages.sft import render
 
 JOINT_MODELS = ("lightgcn", "ncf")  # BDLM's two (paper Tables 3 and 4)

@@ -4,8 +4,8 @@ from __future__ import annotations
 from pipeline import paths
 from pipeline.artifacts import atomic_dir, write_json, write_parquet
 from pipeline.cli import dataset_parser, run
-from pipeline.kcore import KCoreConfig, kcore
-from pipeline.params import get, load_params, section
+from pipeline.data.kcore import KCoreConfig, kcore
+from pipeline.config.params import get, load_params, section
 
 
 def config(params: dict) -> KCoreConfig:

@@ -6,9 +6,9 @@ import pyarrow.parquet as pq
 from pipeline import paths
 from pipeline.artifacts import atomic_dir, write_json, write_parquet
 from pipeline.cli import dataset_parser, run
-from pipeline.negatives import NegativesConfig, make_all
-from pipeline.params import get, load_params, section
-from pipeline.split import SPLITS
+from pipeline.data.negatives import NegativesConfig, make_all
+from pipeline.config.params import get, load_params, section
+from pipeline.data.split import SPLITS
 
 
 def config(params: dict) -> NegativesConfig:

@@ -5,8 +5,8 @@ from pipeline import paths
 from pipeline.artifacts import atomic_dir, read_json, write_json, write_parquet
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
-from pipeline.params import load_params
-from pipeline.prepare import prepare
+from pipeline.config.params import load_params
+from pipeline.data.prepare import prepare
 
 
 def main() -> None:

@@ -12,12 +12,12 @@ import torch
 
 from pipeline import lineage, paths
 from pipeline.artifacts import atomic_dir, write_json
-from pipeline.checkpoint import save_weights
+from pipeline.models.weights import save_weights
 from pipeline.cli import dataset_parser, run
-from pipeline.evaluation import EvalSets, valid_score
+from pipeline.eval.evaluator import EvalSets, valid_score
 from pipeline.models.registry import model_class
-from pipeline.params import load_params
-from pipeline.train_domain import build_model, domain_configs, fit
+from pipeline.config.params import load_params
+from pipeline.models.trainer import build_model, domain_configs, fit
 
 def main() -> None:
     p = dataset_parser(__doc__, ("model", "a domain model name under domain in params.yaml"))

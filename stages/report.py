@@ -23,8 +23,8 @@ from pathlib import Path
 from pipeline import paths
 from pipeline.artifacts import atomic_path, write_json
 from pipeline.cli import dataset_parser, run
-from pipeline.params import get, load_params, section
-from pipeline.report import build_report, collect, markdown_report
+from pipeline.config.params import get, load_params, section
+from pipeline.eval.report import build_report, collect, markdown_report
 
 
 def plot_files(ds: str, data: Path = paths.DATA) -> dict[str, Path]:

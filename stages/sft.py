@@ -26,12 +26,12 @@ from pipeline import lineage, paths
 from pipeline.artifacts import atomic_dir, file_digest, read_json, write_json
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
-from pipeline.evaluation import EvalSets, llm_users
+from pipeline.eval.evaluator import EvalSets, llm_users
 from pipeline.llm.base import load_base
 from pipeline.llm.scoring import ScoreConfig, Scorer, topk_curve_metrics
 from pipeline.llm.sft import SFTConfig, train, training_pairs
 from pipeline.llm.tokens import new_tokens
-from pipeline.params import get, load_params, section
+from pipeline.config.params import get, load_params, section
 
 
 def variant_settings(params: dict, variant: str) -> tuple[str, bool, float]:

@@ -64,7 +64,7 @@ def test_names_outside_the_pattern_are_refused_before_any_path(name):
 
 
 def test_every_default_name_fits_the_pattern():
-    from pipeline.config import validate_params
+    from pipeline.config.sections import validate_params
 
     validate_params(yaml.safe_load((REPO / "params.yaml").read_text()))  # names are config-layer types
     for name in ("ml-100k", "amazon-grocery", "mf_rating", "lambda_1e-3", "no_aux", "pe"):
@@ -142,9 +142,9 @@ def test_dvc_yaml_quotes_every_name_it_puts_in_a_command(tmp_path):
         if "@" in name:  # a foreach/matrix stage: the dataset is the first argument after the module
             assert argv[module + 1] == evil, cmd
         if name.split("@")[0] in ("sft", "joint_train"):
-            assert argv[:4] == ["python", "-m", "pipeline.launch", launcher], cmd
+            assert argv[:4] == ["python", "-m", "pipeline.orchestration.launch", launcher], cmd
     # run two of them through a real shell, as DVC does: refused, and nothing injected ran
-    from pipeline.flow import dvc_env  # what the flow runs DVC with: the venv's python first on PATH
+    from pipeline.orchestration.flow import dvc_env  # what the flow runs DVC with: the venv's python first on PATH
 
     env = {**dvc_env(), "PYTHONPATH": str(REPO)}
     for stage, message in ((f"download@{evil}", "invalid dataset name"), (f"sft@{evil}-full", "orchestration.launcher")):
@@ -177,11 +177,11 @@ def test_params_are_validated_before_any_stage_command_runs(tmp_path):
 
 
 def test_launch_execs_a_valid_launcher_without_a_shell(tmp_path):
-    from pipeline.launch import command
+    from pipeline.orchestration.launch import command
 
     assert command("accelerate launch --config_file configs/a.yaml", ["-m", "stages.sft", "ml-100k", "full"]) == \
         ["accelerate", "launch", "--config_file", "configs/a.yaml", "-m", "stages.sft", "ml-100k", "full"]
-    r = _stage(tmp_path, "pipeline.launch", "python", "-c", "import sys; print('ran', sys.argv[1:])", "a;b")
+    r = _stage(tmp_path, "pipeline.orchestration.launch", "python", "-c", "import sys; print('ran', sys.argv[1:])", "a;b")
     assert r.returncode == 0 and r.stdout.strip() == "ran ['a;b']", r.stderr
 
 
@@ -226,7 +226,7 @@ def test_launcher_grammar(launcher, ok):
     (["-S", "joint.experiments=[bdlm, ../../x]"], "joint.experiments[1] = '../../x'"),
 ])
 def test_flow_refuses_injection_before_anything_runs(tmp_path, capsys, args, culprit):
-    from pipeline.flow import main
+    from pipeline.orchestration.flow import main
 
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
@@ -266,7 +266,7 @@ def _local(folder: Path, interactions: str | None = None, parquet=None) -> Path:
     ("u1,i1,5,1\nu2,i2\nu3,i3,4,3\n", r"line 3 has 2 field\(s\), the header has 4: 'u2,i2'$"),
 ])
 def test_local_csv_errors_name_file_row_column_and_value(tmp_path, rows, message):
-    from pipeline.readers import read_raw
+    from pipeline.data.readers import read_raw
 
     folder = _local(tmp_path / "mine", HEADER + rows)
     with pytest.raises(PipelineError, match=r"interactions\.csv: " + message):
@@ -276,7 +276,7 @@ def test_local_csv_errors_name_file_row_column_and_value(tmp_path, rows, message
 def test_local_parquet_non_finite_rating_is_refused(tmp_path):
     import pyarrow as pa
 
-    from pipeline.readers import read_raw
+    from pipeline.data.readers import read_raw
 
     table = pa.table({"user_id": ["u", "v", "w"], "item_id": ["i", "j", "k"], "rating": [1.0, 2.0, float("nan")],
                       "timestamp": [1, 2, 3]})
@@ -289,7 +289,7 @@ def test_local_parquet_non_finite_rating_is_refused(tmp_path):
 @pytest.mark.parametrize("line, reason", [("22\t377\tnan\t878887116", r"'nan' is not a finite number"),
                                           ("\t377\t3\t878887116", "empty user id")])
 def test_official_reader_refuses_a_bad_row_with_its_line(ml100k_official, tmp_path, line, reason):
-    from pipeline.readers import read_raw
+    from pipeline.data.readers import read_raw
     from tests.helpers import make_zip
 
     data = (FIXTURES / "ml-100k/u.data").read_text().splitlines()
@@ -317,7 +317,7 @@ def test_prepare_stage_refuses_a_bad_local_file_and_keeps_its_output(tmp_path):
 
 def test_prepare_refuses_a_raw_file_cut_or_changed_since_download(tmp_path):
     from pipeline.artifacts import file_digest
-    from pipeline.prepare import prepare
+    from pipeline.data.prepare import prepare
 
     raw = _local(tmp_path / "raw", HEADER + "u1,i1,5,1\nu2,i2,4,2\n")
     files = {p.name: dict(zip(("sha256", "size"), file_digest(p))) for p in raw.iterdir()}
@@ -344,7 +344,7 @@ def _repo_params() -> dict:
     ("train", "patience", -1, r"domain\.train\.patience = -1 must be >= 1"),
 ])
 def test_degenerate_domain_configs_are_refused(where, key, value, message):
-    from pipeline.train_domain import domain_configs
+    from pipeline.models.trainer import domain_configs
 
     params = _repo_params()
     params["domain"][where][key] = value
@@ -370,7 +370,7 @@ def test_a_nan_training_loss_stops_the_domain_trainer_with_epoch_and_step():
     import numpy as np
 
     from pipeline.models.collaborative import MFRating
-    from pipeline.train_domain import TrainConfig, fit
+    from pipeline.models.trainer import TrainConfig, fit
     from tests.helpers import planted
 
     data, _ = planted(per_user=9)
@@ -449,7 +449,7 @@ def test_a_nan_training_loss_stops_sft_naming_the_step(tmp_path):
 # --- the config layer: every section typed, ranged, no unknown keys -------------------------
 
 def _problems(mutate) -> str:
-    from pipeline.config import validate_params
+    from pipeline.config.sections import validate_params
 
     params = _repo_params()
     mutate(params)
@@ -538,7 +538,7 @@ def test_every_problem_is_listed_at_once():
 
 
 def test_the_domain_model_list_matches_the_registry():
-    from pipeline.config import DOMAIN_MODELS
+    from pipeline.config.sections import DOMAIN_MODELS
     from pipeline.models.registry import MODELS
 
     assert set(DOMAIN_MODELS) == set(MODELS)
@@ -558,7 +558,7 @@ def test_a_stage_refuses_a_misspelt_key_before_touching_its_output(tmp_path):
 
 
 def test_broken_yaml_names_the_file_and_line(tmp_path):
-    from pipeline.params import load_params
+    from pipeline.config.params import load_params
 
     (tmp_path / "params.yaml").write_text("kcore:\n  user_k: 5\n   item_k: [5\n")
     with pytest.raises(PipelineError, match=r"params\.yaml:3:\d+: not valid YAML"):
@@ -566,7 +566,7 @@ def test_broken_yaml_names_the_file_and_line(tmp_path):
 
 
 def test_flow_override_out_of_range_leaves_params_untouched(tmp_path, capsys):
-    from pipeline.flow import main
+    from pipeline.orchestration.flow import main
 
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
@@ -580,7 +580,7 @@ def test_flow_override_out_of_range_leaves_params_untouched(tmp_path, capsys):
 
 KILLED_FLOW = """
 import sys, time
-from pipeline import flow
+from pipeline.orchestration import flow
 with flow.overridden_params(sys.argv[1], {"negatives.seed": 7, "datasets": ["ml-1m"]}):
     print("overridden", flush=True)
     time.sleep(120)
@@ -608,7 +608,7 @@ def project(tmp_path) -> Path:
 
 
 def test_overrides_keep_params_comments(project):
-    from pipeline.flow import overridden_params
+    from pipeline.orchestration.flow import overridden_params
 
     before = (project / "params.yaml").read_text()
     with overridden_params(project, {"negatives.seed": 7, "llm.variants": ["full"], "kcore.min_rating": 4}):
@@ -622,8 +622,8 @@ def test_overrides_keep_params_comments(project):
 
 
 def test_after_a_kill_stages_refuse_and_the_next_flow_restores_params(project, capsys):
-    from pipeline.flow import main
-    from pipeline.params import load_params
+    from pipeline.orchestration.flow import main
+    from pipeline.config.params import load_params
 
     before = (project / "params.yaml").read_bytes()
     pid = _killed_flow(project)
@@ -641,7 +641,7 @@ def test_after_a_kill_stages_refuse_and_the_next_flow_restores_params(project, c
 
 
 def test_after_a_kill_an_edited_params_file_is_never_overwritten(project, capsys):
-    from pipeline.flow import main
+    from pipeline.orchestration.flow import main
 
     _killed_flow(project)
     edited = (project / "params.yaml").read_text().replace("seed: 7", "seed: 8")
@@ -653,8 +653,8 @@ def test_after_a_kill_an_edited_params_file_is_never_overwritten(project, capsys
 
 
 def test_a_second_flow_with_overrides_waits_for_the_running_one(project):
-    from pipeline.flow import overridden_params
-    from pipeline.params import load_params
+    from pipeline.orchestration.flow import overridden_params
+    from pipeline.config.params import load_params
 
     with overridden_params(project, {"negatives.seed": 7}):
         load_params(project / "params.yaml")  # the running flow's own stages read its overrides
@@ -671,7 +671,7 @@ def test_the_temporary_server_of_a_killed_flow_is_stopped_on_the_next_start(proj
     import json
     import socket
 
-    from pipeline.flow import SERVER_RECORD, main
+    from pipeline.orchestration.flow import SERVER_RECORD, main
 
     sleeper = "import sys, time; time.sleep(120)"
     server = subprocess.Popen([sys.executable, "-c", sleeper, "prefect.server.api.server:create_app"])

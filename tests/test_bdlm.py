@@ -327,7 +327,7 @@ def test_stage_errors_leave_no_artifact(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PipelineError, match="vocab/pe/vocab.json.*lightgcn/config.json"):
         stage(monkeypatch, joint_train, "tiny", "bdlm")
-    # a bad entry anywhere in params.yaml stops every stage (pipeline/config.py validates the
+    # a bad entry anywhere in params.yaml stops every stage (pipeline/config/sections.py validates the
     # whole file), naming the entry
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     for name, entry, message in (("bad", {"model": "lightgcn", "lambda": -1}, "joint.experiment.bad.lambda = -1"),

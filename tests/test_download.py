@@ -6,9 +6,9 @@ import zipfile
 import pytest
 
 from pipeline.artifacts import file_digest
-from pipeline.download import cache_dir, download, extract_member, fetch_url
+from pipeline.data.download import cache_dir, download, extract_member, fetch_url
 from pipeline.errors import PipelineError
-from pipeline.sources import Dataset, Pin, Route, UrlFile, WheelFile, dataset, registry
+from pipeline.data.sources import Dataset, Pin, Route, UrlFile, WheelFile, dataset, registry
 
 
 def _pinned(tmp_path, content: bytes = b"hello\n" * 100):
@@ -84,7 +84,7 @@ def test_unknown_dataset_lists_known():
 
 
 def test_every_route_has_a_reader():
-    from pipeline.readers import READERS
+    from pipeline.data.readers import READERS
 
     for ds in registry().values():
         for route in ds.routes:

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline.floors import centrality, floor_scores
+from pipeline.eval.floors import centrality, floor_scores
 from tests.helpers import REPO, random_log
 
 
@@ -27,7 +27,7 @@ def test_centrality_hand_case():
 
 
 def _project(root, titles_empty: bool):
-    from pipeline.negatives import NegativesConfig, make_all
+    from pipeline.data.negatives import NegativesConfig, make_all
 
     n_items = 120
     splits = random_log(60, n_items, (6, 20), seed=3)

@@ -1,4 +1,4 @@
-"""Prefect flow over the DVC DAG (pipeline/flow.py) and the status view (pipeline/status.py).
+"""Prefect flow over the DVC DAG (pipeline/orchestration/flow.py) and the status view (pipeline/orchestration/status.py).
 
 The slow tests run the flow in Prefect's ephemeral mode on the data half of the real
 dvc.yaml (download .. negatives) over the tiny local fixture in a temp dir."""
@@ -23,7 +23,7 @@ os.environ.pop("PREFECT_API_URL", None)
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from pipeline import flow as pf  # noqa: E402
+from pipeline.orchestration import flow as pf  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from tests.helpers import DATA_STAGES, REPO, tiny_dvc_project  # noqa: E402
 
@@ -113,7 +113,7 @@ def test_unreachable_server_says_how_to_fix_it():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
-    res = subprocess.run([sys.executable, "-m", "pipeline.flow", "--stages", "download"], cwd=REPO,
+    res = subprocess.run([sys.executable, "-m", "pipeline.orchestration.flow", "--stages", "download"], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stderr
     assert f"PREFECT_API_URL=http://127.0.0.1:{port}/api but no Prefect server answers" in res.stderr
@@ -121,7 +121,7 @@ def test_unreachable_server_says_how_to_fix_it():
 
 
 def test_cli_help():
-    res = subprocess.run([sys.executable, "-m", "pipeline.status", "--help"], cwd=REPO,
+    res = subprocess.run([sys.executable, "-m", "pipeline.orchestration.status", "--help"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "dvc status --json" in res.stdout
     with pytest.raises(SystemExit) as e:
@@ -187,7 +187,7 @@ def test_param_override_reruns_only_its_stage(project):
     assert (project / "params.yaml").read_bytes() == before  # restored
     assert negatives.read_bytes() != sets  # other candidates with seed 7
 
-    from pipeline.status import rows
+    from pipeline.orchestration.status import rows
 
     view = {name: (st, m) for name, st, m in rows(project, DATA_STAGES)}
     assert view["negatives@tiny"][0] == "changed: params"  # the lock holds seed 7 now

@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.kcore import KCoreConfig, kcore
-from pipeline.split import split
+from pipeline.data.kcore import KCoreConfig, kcore
+from pipeline.data.split import split
 
 
 def _write(tmp_path, rows, items=None):

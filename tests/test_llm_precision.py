@@ -1,4 +1,4 @@
-"""pipeline/llm/precision.py: one mixed-precision setting for SFT, scoring and joint training."""
+"""pipeline/precision.py: one mixed-precision setting for SFT, scoring and joint training."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 from accelerate.state import AcceleratorState
 
 from pipeline.errors import PipelineError
-from pipeline.llm import precision
+from pipeline import precision
 from pipeline.llm.scoring import ScoreConfig, Scorer
 from pipeline.llm.sft import SFTConfig, train
 from tests.llm_tiny import tiny_llama, tiny_tokenizer
@@ -72,7 +72,7 @@ def test_fp32_scoring_ranks_do_not_depend_on_the_thread_count(tok):
     """The default scoring precision is fp32 (evaluate_llm.mixed_precision: no): under bf16 the
     answer head's near-ties flip (on 100 users one flip is a full point of HR@1). In fp32 the
     ranks must not depend on how many threads compute them."""
-    from pipeline.metrics import positive_rank
+    from pipeline.eval.metrics import positive_rank
 
     model = tiny_llama(tok).eval()
     cols = torch.arange(3, 40)

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import torch
 
 from pipeline.llm.encoding import IGNORE, collate, encode, prompt_batch
-from pipeline.metrics import summarize
+from pipeline.eval.metrics import summarize
 from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
 from pipeline.llm.sft import SFTConfig, batch_indices, train
 from pipeline.llm.tokens import item_text, new_tokens

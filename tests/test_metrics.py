@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import pyarrow as pa
 import pytest
 
-from pipeline.metrics import (best_threshold, binary_metrics, candidate_metrics, known_items, positive_rank,
+from pipeline.eval.metrics import (best_threshold, binary_metrics, candidate_metrics, known_items, positive_rank,
                               rating_metrics, retrieval_metrics)
 
 
@@ -67,8 +67,8 @@ def test_rating_metrics_by_hand():
 
 
 def test_summarize_hand_case():
-    from pipeline.metrics import Outcomes, StatsConfig, summarize
-    from pipeline.stats import wilson
+    from pipeline.eval.metrics import Outcomes, StatsConfig, summarize
+    from pipeline.eval.stats import wilson
 
     out = Outcomes()
     # 4 users, top-K scores over 3 candidates: ranks 0, 1, 0, 2 -> HR@1 = .5
@@ -96,7 +96,7 @@ def test_summarize_hand_case():
 
 
 def test_retrieval_ranks_both_conventions():
-    from pipeline.metrics import retrieval_ranks
+    from pipeline.eval.metrics import retrieval_ranks
 
     scores = np.array([[5.0, 4, 3, 2]])  # target item 2; item 0 is known (train)
     known = sp.csr_matrix(([1.0], ([0], [0])), shape=(1, 4))

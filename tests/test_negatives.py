@@ -5,8 +5,8 @@ import pytest
 import scipy.sparse as sp
 
 from pipeline.errors import PipelineError
-from pipeline.negatives import Forbidden, NegativesConfig, draw_negatives, make_all, popularity_weights
-from pipeline.textsim import tfidf_vectors, topk_neighbors
+from pipeline.data.negatives import Forbidden, NegativesConfig, draw_negatives, make_all, popularity_weights
+from pipeline.data.textsim import tfidf_vectors, topk_neighbors
 from tests.helpers import random_log
 
 
@@ -154,9 +154,9 @@ def _hub_catalogue(n_users=300, n_items=800, window=5, seed=0):
 
 @pytest.mark.parametrize("anchor, gives_away", [("positive", True), ("history", False)])
 def test_positive_anchor_makes_the_positive_a_hub_and_history_anchor_does_not(anchor, gives_away):
-    from pipeline.floors import centrality, floor_scores
-    from pipeline.metrics import positive_rank
-    from pipeline.stats import wilson
+    from pipeline.eval.floors import centrality, floor_scores
+    from pipeline.eval.metrics import positive_rank
+    from pipeline.eval.stats import wilson
 
     splits, titles = _hub_catalogue()
     vectors = tfidf_vectors(titles, max_df=1.0)
@@ -178,7 +178,7 @@ def test_positive_anchor_makes_the_positive_a_hub_and_history_anchor_does_not(an
 
 
 def test_history_pool_round_robin_and_dedup():
-    from pipeline.negatives import history_pool, recent_items
+    from pipeline.data.negatives import history_pool, recent_items
 
     nb = {1: [10, 11, 12], 2: [20, 10, 21], 3: [30, 31, 32]}
     anchors = np.array([[1, 2], [-1, 3]])

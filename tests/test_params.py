@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.params import get, load_params, section
+from pipeline.config.params import get, load_params, section
 from tests.helpers import REPO
 
 
@@ -47,9 +47,9 @@ def test_the_launcher_param_runs_the_llm_training_stages(tmp_path):
     Repo.init(str(tmp_path), no_scm=True).close()
     with Repo(str(tmp_path)) as repo:
         cmds = {s.name: s.cmd for s in repo.index.stages}
-    # through pipeline/launch.py, which checks the launcher and execs it without a shell
+    # through pipeline/orchestration/launch.py, which checks the launcher and execs it without a shell
     launched = {name.split("@")[0] for name, cmd in cmds.items()
-                if cmd.startswith(f"python -m pipeline.launch '{launcher}' -m stages.")}
+                if cmd.startswith(f"python -m pipeline.orchestration.launch '{launcher}' -m stages.")}
     assert launched == {"sft", "joint_train"}
     assert all(cmd.startswith("python -m stages.") for name, cmd in cmds.items()
                if name.split("@")[0] not in launched)
@@ -60,7 +60,7 @@ def test_a_task_mix_with_no_scored_task_is_refused_by_name(where):
     """Only auxiliary tasks (or every scored task at 0) would train nothing evaluate_llm scores."""
     import yaml
 
-    from pipeline.config import validate_params
+    from pipeline.config.sections import validate_params
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     node = params
@@ -81,7 +81,7 @@ def test_params_are_read_as_dvc_reads_them(tmp_path):
     1e-3 is a number (PyYAML's YAML 1.1 made the first False and the second a string)."""
     import shutil
 
-    from pipeline.params import load_params, read_yaml
+    from pipeline.config.params import load_params, read_yaml
 
     assert read_yaml("a: no\nb: 1e-3\nc: off\n") == {"a": "no", "b": 0.001, "c": "off"}
     path = tmp_path / "params.yaml"

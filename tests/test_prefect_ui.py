@@ -106,7 +106,7 @@ def wait_for_text(driver, wanted: list[str], timeout: float = 90) -> str:
 
 def test_flow_run_shows_in_the_ui(tmp_path, server, browser):
     project = tiny_dvc_project(tmp_path / "project")
-    res = subprocess.run([sys.executable, "-m", "pipeline.flow", "--root", str(project), "--stages", *DATA_STAGES],
+    res = subprocess.run([sys.executable, "-m", "pipeline.orchestration.flow", "--root", str(project), "--stages", *DATA_STAGES],
                          cwd=REPO, env=server["env"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     run_id = re.search(r"flow run ([0-9a-f-]{36}): ", res.stdout).group(1)

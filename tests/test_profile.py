@@ -1,10 +1,10 @@
-"""pipeline/profile.py: named params profiles turned into a validated `dvc exp run -S` command."""
+"""pipeline/config/profile.py: named params profiles turned into a validated `dvc exp run -S` command."""
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from pipeline import profile
+from pipeline.config import profile
 from pipeline.errors import PipelineError
 from tests.helpers import REPO
 

@@ -14,8 +14,8 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.llm.tokens import item_text
-from pipeline.negatives import NegativesConfig, make_all
-from pipeline.prompts import (SCHEMA, Inputs, PromptsConfig, Spec, build_all, check_leakage,
+from pipeline.data.negatives import NegativesConfig, make_all
+from pipeline.llm.prompts import (SCHEMA, Inputs, PromptsConfig, Spec, build_all, check_leakage,
                               load_inputs)
 from tests.helpers import random_log
 
@@ -432,7 +432,7 @@ def test_pair_prompts_rebuild_every_interaction_prompt(built, tmp_path):
     """pair_prefix + an item's pair_suffix is exactly the interaction prompt of that pair, so
     BDLM's DRS reads h for any (row, candidate) from the same wording the LLM trained on."""
     inputs, tables, _ = built
-    from pipeline.prompts import item_tables
+    from pipeline.llm.prompts import item_tables
     items = item_tables(inputs, cfg(), "ml-tiny")
     for render in ("tokens", "text"):
         suffix = items[render]["pair_suffix"].to_pylist()
@@ -450,7 +450,7 @@ def test_pair_prompts_rebuild_every_interaction_prompt(built, tmp_path):
 # ------------------------------------------------------------------ training users, sampler, user token
 
 def _eval_users(inputs: Inputs, n: int, seed: int = 3) -> np.ndarray:
-    from pipeline.evaluation import user_subset
+    from pipeline.eval.evaluator import user_subset
 
     return user_subset(inputs.splits["test"], n, seed)
 
@@ -478,8 +478,8 @@ def test_eval_first_trains_every_evaluated_user_then_fills_the_cap():
 
 
 def test_train_topk_sets_use_the_evaluation_sampler_around_the_history_before_the_target():
-    from pipeline.negatives import history_pool, text_vectors
-    from pipeline.textsim import topk_neighbors
+    from pipeline.data.negatives import history_pool, text_vectors
+    from pipeline.data.textsim import topk_neighbors
 
     inputs = synthetic(n_users=30)
     sampler = NegativesConfig(seed=1, text_fraction=0.5, text_pool=10, text_history=4, popularity_alpha=0.75)

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.readers import read_raw
-from pipeline.schema import INTERACTIONS, ITEMS
+from pipeline.data.readers import read_raw
+from pipeline.data.schema import INTERACTIONS, ITEMS
 from tests.helpers import FIXTURES, make_zip
 
 

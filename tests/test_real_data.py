@@ -7,12 +7,12 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.download import download
-from pipeline.kcore import KCoreConfig, kcore
-from pipeline.negatives import NegativesConfig, make_all
-from pipeline.prepare import prepare
-from pipeline.sources import dataset
-from pipeline.split import split
+from pipeline.data.download import download
+from pipeline.data.kcore import KCoreConfig, kcore
+from pipeline.data.negatives import NegativesConfig, make_all
+from pipeline.data.prepare import prepare
+from pipeline.data.sources import dataset
+from pipeline.data.split import split
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """The report stage: BDLM Table 3 / ablations / Table 4 / lambda sweep / Cao et al. tables, the
 give-away flag and the paired tests, from metrics + outcome files written for a fake dataset by
-the real writer (pipeline.evaluation.write_scores) from tiny synthetic per-user outcomes, checked
+the real writer (pipeline.eval.evaluator.write_scores) from tiny synthetic per-user outcomes, checked
 against hand-computed values."""
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import metrics
+from pipeline.eval import metrics
 from pipeline.errors import PipelineError
-from pipeline.evaluation import write_scores
-from pipeline.report import build_report, collect, lambda_curve, markdown_report, table3
+from pipeline.eval.evaluator import write_scores
+from pipeline.eval.report import build_report, collect, lambda_curve, markdown_report, table3
 from stages.report import write_report
 from tests.helpers import REPO
 
@@ -395,7 +395,7 @@ def test_lambda_curve_prefers_lambda_0_over_wo_jl(data):
 def test_baselines_table_all_users_with_floors(data, monkeypatch):
     """stage baselines: every test user (top-level blocks), intervals, the floors, AUC, masked
     and unmasked retrieval."""
-    from pipeline.report import markdown, table_rows
+    from pipeline.eval.report import markdown, table_rows
     from stages.baselines import collect_results
 
     monkeypatch.chdir(data.parent)
@@ -418,7 +418,7 @@ def test_baselines_table_all_users_with_floors(data, monkeypatch):
 
 def test_per_user_outcomes_for_the_paired_tests():
     """HR@k as 0/1 hits (McNemar), NDCG@k as reals (paired bootstrap), NaN for a user with no row."""
-    from pipeline.report import per_user
+    from pipeline.eval.report import per_user
 
     t = outcomes({0}, users=np.arange(3))  # top-K ranks 0, 3, 3
     assert per_user(t, "topk", "HR@1", np.array([1, 0])).tolist() == [0.0, 1.0]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.metrics import known_items, retrieval_metrics
+from pipeline.eval.metrics import known_items, retrieval_metrics
 from pipeline.models.data import Interactions
 from pipeline.models.sequential import BERT4Rec, GRU4Rec, SASRec, sampled_softmax
 

@@ -26,28 +26,32 @@ FIRST_PARTY = ("pipeline", "stages")
 # Modules that no stage lists and that cannot change a result: each entry says why. Keep it
 # short; anything that reads params, data or numbers does not belong here.
 # An allow-listed module is not followed: what it imports serves that role (pipeline.artifacts
-# imports pipeline.download lazily, for the download cache's location only).
+# imports pipeline.data.download lazily, for the download cache's location only).
 INFRASTRUCTURE = {
     "pipeline/__init__.py": "package docstring only",
     "stages/__init__.py": "package docstring only",
     "pipeline/llm/__init__.py": "package docstring only",
     "pipeline/models/__init__.py": "package docstring only",
+    "pipeline/config/__init__.py": "package docstring only",
+    "pipeline/data/__init__.py": "package docstring only",
+    "pipeline/eval/__init__.py": "package docstring only",
+    "pipeline/orchestration/__init__.py": "package docstring only",
     "pipeline/errors.py": "the exception type every stage raises; no computation",
     "pipeline/progress.py": "progress lines on stderr; writes no artifact",
     "pipeline/cli.py": "argument parsing and error printing; the arguments are the cmd DVC tracks",
     "pipeline/artifacts.py": "atomic file writes and JSON/Parquet I/O of values computed elsewhere",
     "pipeline/names.py": "validation of dataset/model names: accepts or refuses, never changes a value",
     "pipeline/paths.py": "where artifacts live; the paths themselves are the deps/outs DVC tracks",
-    "pipeline/params.py": "reads params.yaml as DVC does; each stage's values are the `params` DVC tracks for it",
-    "pipeline/config.py": "validation only (accepts or refuses params.yaml, fills no value); check_params depends on it",
+    "pipeline/config/params.py": "reads params.yaml as DVC does; each stage's values are the `params` DVC tracks for it",
+    "pipeline/config/sections.py": "validation only (accepts or refuses params.yaml, fills no value); check_params depends on it",
 }
 
 # Imports that are not followed, (importer, imported): each serves a path no stage but the one
 # that lists the imported module takes.
 NOT_FOLLOWED = {
-    ("pipeline/llm/base.py", "pipeline/download.py"):
+    ("pipeline/llm/base.py", "pipeline/data/download.py"):
         "fetches a wheel-shipped LLM by asset name: download_llm alone does (and lists it); later stages load a path",
-    ("pipeline/llm/base.py", "pipeline/sources.py"):
+    ("pipeline/llm/base.py", "pipeline/data/sources.py"):
         "the asset names' pins, read only when a name (not a path) is loaded: download_llm, which lists it",
 }
 
@@ -113,7 +117,7 @@ def closure(roots: list[str], stop: set[str] = frozenset()) -> set[str]:
 
 
 def entry_modules(cmd: str) -> list[str]:
-    """The modules a stage command runs: every `-m <module>` (pipeline.launch execs the stage)."""
+    """The modules a stage command runs: every `-m <module>` (pipeline.orchestration.launch execs the stage)."""
     words = shlex.split(re.sub(r"\$\{[^}]*\}", "X", cmd))
     return [words[i + 1] for i, w in enumerate(words[:-1]) if w == "-m"]
 
@@ -164,7 +168,7 @@ def test_closure_follows_relative_and_submodule_imports():
     """The walk itself: a package's own __init__ and `from pkg import submodule` are followed."""
     got = closure(["stages.joint_train"])
     assert {"pipeline", "pipeline.bdlm", "pipeline.bdlm.train", "pipeline.llm.vocab"} <= got
-    assert closure(["pipeline.readers"]) >= {"pipeline.readers.amazon", "pipeline.readers.movielens"}
+    assert closure(["pipeline.data.readers"]) >= {"pipeline.data.readers.amazon", "pipeline.data.readers.movielens"}
 
 
 # ---------------------------------------------------------------- outputs: paths.py <-> dvc.yaml
@@ -228,8 +232,9 @@ NOT_OUTPUTS = {
 
 
 def test_every_output_path_of_paths_py_is_declared_in_dvc_yaml():
-    from pipeline import floors, paths
-    from pipeline.params import load_params
+    from pipeline.eval import floors
+    from pipeline import paths
+    from pipeline.config.params import load_params
 
     params = load_params(REPO / "params.yaml")
     assert SAMPLE in params["datasets"]
@@ -253,7 +258,7 @@ def _code_strings(tree: ast.AST) -> list[ast.Constant]:
 
 
 @pytest.mark.parametrize("f", sorted(p.relative_to(REPO).as_posix() for p in (REPO / "stages").glob("*.py"))
-                         + ["pipeline/report.py"])
+                         + ["pipeline/eval/report.py"])
 def test_stages_take_their_paths_from_paths_py(f):
     """No "data/..." literal and no "data" folder name in code: artifact paths come from pipeline/paths.py.
     Text that describes a pattern to the reader (with a `<placeholder>`) is not a path."""

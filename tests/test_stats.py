@@ -1,4 +1,4 @@
-"""Evaluation statistics (pipeline/stats.py) against cases computed by hand (z = 1.959964 at 95%)."""
+"""Evaluation statistics (pipeline/eval/stats.py) against cases computed by hand (z = 1.959964 at 95%)."""
 from __future__ import annotations
 
 import math
@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import stats
+from pipeline.eval import stats
 from pipeline.errors import PipelineError
-from pipeline.stats import (Interval, PairedTest, auc, bootstrap_mean, bootstrap_statistic, holm, interval_for,
+from pipeline.eval.stats import (Interval, PairedTest, auc, bootstrap_mean, bootstrap_statistic, holm, interval_for,
                             mcnemar, paired_bootstrap, paired_test, wilson)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.textsim import minilm_vectors, topk_neighbors
+from pipeline.data.textsim import minilm_vectors, topk_neighbors
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ import pyarrow.compute as pc
 import torch
 from torch import nn
 
-from pipeline import metrics
+from pipeline.eval import metrics
 from pipeline.bdlm.sharing import LLMRows
 from pipeline.errors import PipelineError
 from pipeline.llm.base import is_seq2seq
 from pipeline.llm.encoding import prompt_batch
 from pipeline.llm.forward import prompt_forward
-from pipeline.llm.precision import autocast
+from pipeline.precision import autocast
 from pipeline.llm.vocab import orthonormal_projection
 from pipeline.models.base import DomainModel
 
@@ -164,7 +164,7 @@ def pair_h_by_prefix(features: PairH, prefixes: list[str], items: list[list[int]
 
 @torch.no_grad()
 def evaluate_drs(drs: DRS, features: PairH, valid: pa.Table, test: pa.Table) -> pa.Table:
-    """BDLM-drs's per-user outcomes (pipeline.metrics.Outcomes) on interaction prediction (valid
+    """BDLM-drs's per-user outcomes (pipeline.eval.metrics.Outcomes) on interaction prediction (valid
     rows fix the threshold) and top-K, h read from the pair prompt of every scored (user,
     item): for top-K, one h per candidate (docs/design.md eq. 4). `features(prefix texts,
     item lists)` gives h [len(items), hidden] per prefix (pipeline.bdlm.features)."""

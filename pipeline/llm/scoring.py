@@ -1,4 +1,4 @@
-"""Score an LLM on every protocol through the shared metrics module (pipeline.metrics).
+"""Score an LLM on every protocol through the shared metrics module (pipeline.eval.metrics).
 
 One forward pass per prompt: the distribution of the first answer token decides
 - interaction prediction: log p(Yes) - log p(No), threshold chosen on valid;
@@ -21,11 +21,11 @@ import pyarrow as pa
 import scipy.sparse as sp
 import torch
 
-from pipeline import metrics
+from pipeline.eval import metrics
 from pipeline.errors import PipelineError
 from pipeline.llm.encoding import IGNORE, collate, encode, prompt_batch
 from pipeline.llm.forward import answer_logprobs, prompt_forward, shared_prompt_logprobs
-from pipeline.llm.precision import autocast, resolve
+from pipeline.precision import autocast, resolve
 from pipeline.llm.tokens import item_text, item_token
 from pipeline.progress import progress
 
@@ -36,7 +36,7 @@ RATINGS = ("1", "2", "3", "4", "5")
 class ScoreConfig:
     batch_size: int = 16
     max_len: int = 320
-    mixed_precision: str = "no"  # "no", "bf16" or "auto" (pipeline.llm.precision)
+    mixed_precision: str = "no"  # "no", "bf16" or "auto" (pipeline.precision)
 
 
 class Scorer:
@@ -136,7 +136,7 @@ def topk_curve_metrics(scorer: Scorer, t: pa.Table, n_items: int, tokens: bool) 
 
 def evaluate_llm(scorer: Scorer, valid: pa.Table, test: pa.Table, n_items: int, known: sp.csr_matrix,
                  tokens: bool, log=print) -> tuple[pa.Table, dict]:
-    """Per-user outcomes (pipeline.metrics.Outcomes) of every protocol the prompt tables hold, on
+    """Per-user outcomes (pipeline.eval.metrics.Outcomes) of every protocol the prompt tables hold, on
     test (valid only fixes the binary threshold), and what the run reports besides them.
     `known` masks each user's train + valid items in retrieval, as for the domain models."""
     out = metrics.Outcomes()

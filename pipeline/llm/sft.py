@@ -31,7 +31,7 @@ from transformers import get_cosine_schedule_with_warmup
 from pipeline.errors import PipelineError
 from pipeline.llm.encoding import Encoded, collate, encode
 from pipeline.llm.forward import answer_loss, answer_loss_and_state
-from pipeline.llm.precision import resolve
+from pipeline.precision import resolve
 from pipeline.progress import Progress
 
 
@@ -50,7 +50,7 @@ class SFTConfig:
     lora_r: int = 16
     bucket: int = 1  # batches per length-sorting window of the epoch permutation (1: no bucketing)
     row_lr: float = 2e-3  # the <uid>/<iid> rows under LoRA (peft's trainable tokens): their own AdamW group
-    mixed_precision: str = "no"  # "no", "bf16" or "auto" (pipeline.llm.precision)
+    mixed_precision: str = "no"  # "no", "bf16" or "auto" (pipeline.precision)
     curve_every: int = 0  # steps between points of the valid learning curve (0: none)
     align_weight: float = 0.0  # weight of the answer-state / user-row alignment loss (0: off, the papers')
 

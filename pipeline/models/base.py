@@ -1,4 +1,4 @@
-"""The interface every domain model implements; the trainer and pipeline.metrics rely on it."""
+"""The interface every domain model implements; the trainer and pipeline.eval.metrics rely on it."""
 from __future__ import annotations
 
 import abc
@@ -45,7 +45,7 @@ class DomainModel(nn.Module, abc.ABC):
 
 
 class TrainableModel(DomainModel):
-    """A model fit by gradient steps in pipeline.train_domain."""
+    """A model fit by gradient steps in pipeline.models.trainer."""
 
     @abc.abstractmethod
     def batches(self, data: Interactions, rng: np.random.Generator) -> Iterator[dict[str, torch.Tensor]]:

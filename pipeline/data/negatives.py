@@ -1,7 +1,7 @@
 """Evaluation candidate sets: top-K (1 + 19), ranking (1 + 99) and binary (1 + 1) per user.
 
 A negative is an item the user never interacted with in any split. Each set mixes
-- text-similar negatives (pipeline.textsim), a random `text_fraction` of the negatives drawn
+- text-similar negatives (pipeline.data.textsim), a random `text_fraction` of the negatives drawn
   from a pool of `text_pool` items with similar titles, which makes the sets hard; and
 - popularity negatives: drawn with weight (train count + 1) ** alpha, without replacement,
   to fill the rest (alpha = 0 is uniform; the +1 keeps items unseen in train drawable).
@@ -214,7 +214,7 @@ def build_sets(split_name: str, split_index: int, eval_uids: np.ndarray, eval_po
 
 def recent_items(uids: np.ndarray, iids: np.ndarray, users: np.ndarray, h: int) -> np.ndarray:
     """[len(users), h]: each user's last h items of (uids, iids), oldest first, -1 padded on the
-    left. Rows must be in time order within a user (pipeline.split writes them so)."""
+    left. Rows must be in time order within a user (pipeline.data.split writes them so)."""
     order = np.argsort(uids, kind="stable")
     su, si = np.asarray(uids)[order], np.asarray(iids)[order]
     if len(si) == 0:
@@ -241,11 +241,11 @@ def history_pool(anchors: np.ndarray, neighbours: Callable[[np.ndarray], np.ndar
 
 
 def text_vectors(titles: list[str], cfg: NegativesConfig):
-    from pipeline import textsim
+    from pipeline.data import textsim
 
     if cfg.text_backend == "tfidf":
         return textsim.tfidf_vectors(titles)
-    from pipeline.download import fetch_model_asset
+    from pipeline.data.download import fetch_model_asset
 
     return textsim.minilm_vectors(titles, fetch_model_asset("all-minilm-l6-v2"))
 
@@ -256,7 +256,7 @@ def make_all(splits: dict[str, pa.Table], titles: list[str], cfg: NegativesConfi
 
     `vectors` (item text vectors, row = iid) may be passed in; otherwise built per cfg.
     The text pool is anchored per cfg.text_anchor (module docstring)."""
-    from pipeline.textsim import topk_neighbors
+    from pipeline.data.textsim import topk_neighbors
 
     n_items = len(titles)
     all_u = np.concatenate([np.asarray(splits[s]["uid"]) for s in ("train", "valid", "test")])

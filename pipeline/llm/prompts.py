@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
 from pipeline.llm.tokens import item_text, user_text
-from pipeline.negatives import (Forbidden, NegativesConfig, candidate_sets, draw_negatives, history_pool,
+from pipeline.data.negatives import (Forbidden, NegativesConfig, candidate_sets, draw_negatives, history_pool,
                                  popularity_weights)
 
 SPLITS = ("train", "valid", "test")
@@ -328,8 +328,8 @@ def _train_topk_negatives(cfg: PromptsConfig, rng: np.random.Generator, uids: np
     n_text = int(round(sampler.text_fraction * m))
     pool = None
     if n_text > 0 and len(uids):
-        from pipeline.negatives import text_vectors
-        from pipeline.textsim import topk_neighbors
+        from pipeline.data.negatives import text_vectors
+        from pipeline.data.textsim import topk_neighbors
 
         if sampler.text_anchor == "positive":
             anchors = pos[:, None].astype(np.int64)

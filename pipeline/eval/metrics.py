@@ -49,7 +49,7 @@ def rank_metrics(ranks: np.ndarray, ks: Iterable[int], prefix: str = "HR") -> di
 
 
 def candidate_matrix(t) -> np.ndarray:
-    """[rows, candidates] int64 ids of a candidate-set table (pipeline.negatives writes them)."""
+    """[rows, candidates] int64 ids of a candidate-set table (pipeline.data.negatives writes them)."""
     return np.stack(t["candidates"].to_numpy(zero_copy_only=False)).astype(np.int64)
 
 
@@ -225,7 +225,7 @@ def summarize(outcomes: pa.Table, users: np.ndarray | None = None, cfg: StatsCon
     """Metrics of every protocol present in `outcomes`, on `users` (None: all), each with its
     interval under "ci" as {"<protocol>/<metric>": [low, high]}: Wilson for hit rates
     (one Bernoulli outcome per user), a percentile bootstrap over users otherwise."""
-    from pipeline import stats
+    from pipeline.eval import stats
 
     out: dict = {"ci": {}}
     ci = out["ci"]
@@ -280,7 +280,7 @@ def summarize(outcomes: pa.Table, users: np.ndarray | None = None, cfg: StatsCon
 def _binary_block(scores: np.ndarray, labels: np.ndarray, threshold: float, only: str | None = None) -> dict:
     """Interaction prediction at a fixed threshold: precision, recall, F1, accuracy, AUC (`only`
     = "auc" skips the rest, which the AUC's bootstrap does not need)."""
-    from pipeline import stats
+    from pipeline.eval import stats
 
     if only == "auc":
         return {"auc": stats.auc(scores, labels)}

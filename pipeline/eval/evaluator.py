@@ -1,4 +1,4 @@
-"""Score a domain model on every protocol with pipeline.metrics, on the shared Parquet sets."""
+"""Score a domain model on every protocol with pipeline.eval.metrics, on the shared Parquet sets."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,10 +10,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from pipeline import metrics, paths
+from pipeline.eval import metrics
+
+from pipeline import paths
 from pipeline.models.base import DomainModel
 from pipeline.models.data import Interactions
-from pipeline.split import SPLITS
+from pipeline.data.split import SPLITS
 
 
 @dataclass
@@ -74,7 +76,7 @@ def user_subset(test: pa.Table, max_users: int | None, seed: int) -> np.ndarray:
 
 def llm_users(params: dict, ev: "EvalSets") -> np.ndarray:
     """The LLM user subset of params.yaml (evaluate_llm.max_users / seed) for `ev`'s test split."""
-    from pipeline.params import get, section
+    from pipeline.config.params import get, section
 
     sec = section(params, "evaluate_llm")
     return user_subset(ev.splits["test"], get(sec, "max_users", (int, type(None)), "evaluate_llm"),
@@ -115,7 +117,7 @@ def valid_score(model: DomainModel, ev: EvalSets) -> float:
 
 
 def outcomes(model: DomainModel, ev: EvalSets) -> pa.Table:
-    """The domain model's per-user outcomes on every protocol (pipeline.metrics.Outcomes): test
+    """The domain model's per-user outcomes on every protocol (pipeline.eval.metrics.Outcomes): test
     sets, plus the valid binary set that fixes the threshold. `metrics.summarize` turns them
     into metrics with intervals for any user set."""
     model.eval()
@@ -157,7 +159,7 @@ METRICS_SCHEMA = 2
 def stats_config(params: dict) -> metrics.StatsConfig:
     """params.yaml `evaluation`: the intervals' level and bootstrap size, the bootstrap seed
     (their ranges are the config layer's, checked when the file is loaded)."""
-    from pipeline.params import get, section
+    from pipeline.config.params import get, section
 
     sec = section(params, "evaluation")
     return metrics.StatsConfig(confidence=float(get(sec, "confidence", (int, float), "evaluation")),

@@ -8,9 +8,9 @@ there is no second list of stages here. Stages named in params.yaml `orchestrati
 get the Prefect tag `gpu` (the rest `cpu`) and, with `gpu_deployment` set, run as a subflow
 of that deployment on the GPU work pool (prefect.yaml, README "Watching runs in the Prefect UI").
 
-    python -m pipeline.flow                              # the whole DAG
-    python -m pipeline.flow --stages negatives --downstream -S negatives.seed=7
-    python -m pipeline.flow --list                       # DAG order and tags, no Prefect run
+    python -m pipeline.orchestration.flow                              # the whole DAG
+    python -m pipeline.orchestration.flow --stages negatives --downstream -S negatives.seed=7
+    python -m pipeline.orchestration.flow --list                       # DAG order and tags, no Prefect run
 """
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 from prefect import flow, get_run_logger, task  # noqa: E402
 
 from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.params import (apply_overrides, override_files, override_owner, parse_overrides,  # noqa: E402
+from pipeline.config.params import (apply_overrides, override_files, override_owner, parse_overrides,  # noqa: E402
                              read_yaml, write_override_record)
-from pipeline.config import validate_params  # noqa: E402
+from pipeline.config.sections import validate_params  # noqa: E402
 
 PARAMS_FILE = "params.yaml"
 RAN, UP_TO_DATE, RESTORED = "ran", "up to date", "restored from run cache"
@@ -447,7 +447,7 @@ def check_api(url: str, timeout: float = 5.0) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.flow", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m pipeline.orchestration.flow", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stages", nargs="+", metavar="STAGE", help="stage names from dvc.yaml (default: all)")
     p.add_argument("--downstream", action="store_true", help="also run the stages that depend on --stages")

@@ -10,13 +10,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-from pipeline.checkpoint import save_weights
+from pipeline.models.weights import save_weights
 from pipeline.errors import PipelineError
-from pipeline.llm import precision
+from pipeline import precision
 from pipeline.models.base import DomainModel, StaticModel, TrainableModel
 from pipeline.models.data import Interactions
 from pipeline.models.registry import model_class
-from pipeline.params import get, section
+from pipeline.config.params import get, section
 from pipeline.progress import progress, say
 
 
@@ -29,7 +29,7 @@ class TrainConfig:
     eval_every: int = 1
     seed: int = 0
     threads: int = 2
-    mixed_precision: str = "no"  # auto | no | bf16 (pipeline.llm.precision): bf16 autocasts training steps
+    mixed_precision: str = "no"  # auto | no | bf16 (pipeline.precision): bf16 autocasts training steps
 
 
 TRAIN_KEYS = {"epochs": int, "lr": (int, float), "weight_decay": (int, float), "patience": int,

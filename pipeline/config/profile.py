@@ -1,9 +1,9 @@
 """Named parameter profiles: `profiles/<name>.yaml`, dotted params.yaml overrides applied with
 `dvc exp run -S` (e.g. the paper-scale GPU run on ML-1M).
 
-    python -m pipeline.profile                   # lists the profiles
-    python -m pipeline.profile paper-ml1m        # prints the dvc exp run command
-    python -m pipeline.profile paper-ml1m --run  # runs it
+    python -m pipeline.config.profile                   # lists the profiles
+    python -m pipeline.config.profile paper-ml1m        # prints the dvc exp run command
+    python -m pipeline.config.profile paper-ml1m --run  # runs it
 
 A profile is checked before anything runs: its name must exist, each key must be a dotted
 params.yaml key, and params.yaml with the overrides applied must pass the config layer.
@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import validate_params
+from pipeline.config.sections import validate_params
 from pipeline.errors import PipelineError
 from pipeline.names import check_name
-from pipeline.params import apply_overrides, read_yaml
+from pipeline.config.params import apply_overrides, read_yaml
 
 PROFILES = Path("profiles")
 

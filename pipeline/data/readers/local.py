@@ -8,7 +8,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
-from pipeline.schema import INTERACTIONS, ITEMS, conform
+from pipeline.data.schema import INTERACTIONS, ITEMS, conform
 
 OPTIONAL_TEXT = ("categories", "description")
 

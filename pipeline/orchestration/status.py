@@ -1,8 +1,8 @@
 """Pipeline status: every expanded DVC stage, whether it is up to date (`dvc status --json`)
 and its last metrics (the metrics files dvc.yaml declares for it), as a table.
 
-    python -m pipeline.status                 # every stage
-    python -m pipeline.status --stages kcore negatives --all-metrics
+    python -m pipeline.orchestration.status                 # every stage
+    python -m pipeline.orchestration.status --stages kcore negatives --all-metrics
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def stage_metrics(root: Path, paths: list[str], limit: int | None) -> str:
 def rows(root: str | Path = ".", stages: list[str] | None = None, limit: int | None = 4) -> list[tuple[str, str, str]]:
     from dvc.repo import Repo
 
-    from pipeline.flow import check_stage_names, load_dag, stage_names
+    from pipeline.orchestration.flow import check_stage_names, load_dag, stage_names
 
     root = Path(root)
     check_stage_names(stages or [], stage_names(root))
@@ -112,7 +112,7 @@ def table(data: list[tuple[str, ...]], header: tuple[str, ...], width: int | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.status", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m pipeline.orchestration.status", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stages", nargs="+", metavar="STAGE", help="only these stage names (default: all)")
     p.add_argument("--root", default=".", help="DVC project directory (default: .)")
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     width = None if args.all_metrics or not sys.stdout.isatty() else shutil.get_terminal_size().columns
     print(table(data, ("stage", "status", "last metrics"), width))
     stale = sum(r[1] != "up to date" for r in data)
-    print(f"\n{len(data)} stages, {stale} not up to date" + (" (run `dvc repro` or `python -m pipeline.flow`)" if stale else ""))
+    print(f"\n{len(data)} stages, {stale} not up to date" + (" (run `dvc repro` or `python -m pipeline.orchestration.flow`)" if stale else ""))
     return 0
 
 

@@ -2,7 +2,7 @@
 
 `validate_params` checks the whole file -- types, ranges, choices, cross-field rules, unknown
 keys (with a did-you-mean) -- and turns every problem into one PipelineError that names the
-file, the dotted key, the value and what is allowed. load_params (pipeline/params.py) calls it,
+file, the dotted key, the value and what is allowed. load_params (pipeline/config/params.py) calls it,
 so every stage and the flow refuse a bad file before they read or write anything.
 
 Stages still read their section as a plain dict (`section`/`get`): this layer only decides

@@ -84,8 +84,8 @@ def giveaway_check(sets: dict, vectors, log_pop: np.ndarray, confidence: float =
     `gives_away` is true where a text-only scorer (centrality or its reverse) beats chance by
     more than its interval allows: a trained model's number on those sets is not what it says.
     `cent` maps a set's name to its centrality when the caller has computed it already."""
-    from pipeline.metrics import candidate_matrix, positive_rank
-    from pipeline.stats import wilson
+    from pipeline.eval.metrics import candidate_matrix, positive_rank
+    from pipeline.eval.stats import wilson
 
     rows, flagged = [], []
     for name, t in sorted(sets.items()):

@@ -2,7 +2,7 @@
 
 dvc.yaml runs the LLM training stages as
 
-    python -m pipeline.launch '${orchestration.launcher}' -m stages.sft '<dataset>' '<variant>'
+    python -m pipeline.orchestration.launch '${orchestration.launcher}' -m stages.sft '<dataset>' '<variant>'
 
 The launcher is several words (`accelerate launch --config_file ...`), so it cannot be one
 quoted argument of the stage itself, and written unquoted into `cmd:` a shell ran whatever it
@@ -28,7 +28,7 @@ def command(launcher: str, args: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
-        print("usage: python -m pipeline.launch LAUNCHER ARGS...", file=sys.stderr)
+        print("usage: python -m pipeline.orchestration.launch LAUNCHER ARGS...", file=sys.stderr)
         sys.exit(2)
     try:
         cmd = command(argv[0], argv[1:])

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import PipelineError
-from pipeline.readers import read_raw
+from pipeline.data.readers import read_raw
 
 
 def counts(inter: pa.Table) -> dict[str, int]:

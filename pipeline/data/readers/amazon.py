@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipeline.errors import PipelineError
-from pipeline.readers.lines import finite_float, nonempty_id, parse_lines
-from pipeline.schema import CATEGORY_SEP, interactions_table, items_table
+from pipeline.data.readers.lines import finite_float, nonempty_id, parse_lines
+from pipeline.data.schema import CATEGORY_SEP, interactions_table, items_table
 
 
 def _one(raw_dir: Path, pattern: str) -> Path:

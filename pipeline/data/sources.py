@@ -41,7 +41,7 @@ class WheelFile:
 @dataclass(frozen=True)
 class Route:
     name: str
-    format: str  # reader name in pipeline.readers
+    format: str  # reader name in pipeline.data.readers
     files: tuple[UrlFile | WheelFile, ...]
     note: str = ""
 

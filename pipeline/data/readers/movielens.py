@@ -17,8 +17,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipeline.errors import PipelineError
-from pipeline.readers.lines import fields, finite_float, nonempty_id, parse_lines
-from pipeline.schema import CATEGORY_SEP, interactions_table, items_table
+from pipeline.data.readers.lines import fields, finite_float, nonempty_id, parse_lines
+from pipeline.data.schema import CATEGORY_SEP, interactions_table, items_table
 
 # Genre columns of u.item, in file order (ml-100k README).
 GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",

@@ -1,5 +1,5 @@
 """params.yaml access: each stage reads its own section; missing or mistyped keys are named.
-load_params validates the whole file first (pipeline/config.py)."""
+load_params validates the whole file first (pipeline/config/sections.py)."""
 from __future__ import annotations
 
 import copy
@@ -13,7 +13,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from pipeline.config import validate_params
+from pipeline.config.sections import validate_params
 from pipeline.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
@@ -113,7 +113,7 @@ def apply_overrides(params: dict[str, Any], overrides: dict[str, Any]) -> dict[s
     return new
 
 
-# --- flow overrides (pipeline/flow.py writes them; every stage checks for a leftover) ------
+# --- flow overrides (pipeline/orchestration/flow.py writes them; every stage checks for a leftover) ------
 
 BACKUP_SUFFIX = ".flow-backup"  # the original params.yaml while a flow run's -S overrides are in place
 RECORD_SUFFIX = ".flow-run"     # which process wrote them, and the sha256 of what it wrote
@@ -170,7 +170,7 @@ def check_no_leftover_override(path: Path) -> None:
         return
     who = f"flow run pid {owner.pid}" if owner is not None else "a flow run"
     raise PipelineError(f"{path} still holds the -S overrides of {who}, which was interrupted; the original "
-                        f"is in {backup}. Restore it with `python -m pipeline.flow --restore-params` "
+                        f"is in {backup}. Restore it with `python -m pipeline.orchestration.flow --restore-params` "
                         "(any flow run does it first)")
 
 

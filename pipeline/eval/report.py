@@ -3,7 +3,7 @@ paper-style report (stage report): BDLM Table 3, ablations, Table 4, the lambda 
 Cao et al.'s protocols, as markdown and JSON, from whatever metrics files exist.
 
 Every metric cell carries its interval (the metrics file's "ci", schema 2); the user-agnostic
-floors (pipeline.floors) are rows of every table; the give-away check of the candidate sets
+floors (pipeline.eval.floors) are rows of every table; the give-away check of the candidate sets
 heads the report; and rows are compared by paired tests on the users they share, read from
 their per-user outcomes (data/outcomes/<kind>/<ds>/<name>.parquet)."""
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from pipeline import paths
 from pipeline.errors import PipelineError
 
-# The metrics-file schema the tables need: pipeline.evaluation.METRICS_SCHEMA (not imported:
+# The metrics-file schema the tables need: pipeline.eval.evaluator.METRICS_SCHEMA (not imported:
 # that module pulls in torch, which the report has no use for). Older files have no "ci".
 METRICS_SCHEMA = 2
 
@@ -28,7 +28,7 @@ METRICS_SCHEMA = 2
 DISPLAY = {"ncf": "NCF", "gmf": "GMF", "sasrec": "SASRec", "gru4rec": "GRU4Rec", "bert4rec": "BERT4Rec",
            "lightgcn": "LGCN", "mf": "MF (BPR)", "mostpop": "MostPop", "itemknn": "ItemKNN",
            "mf_rating": "MF (rating)"}
-# The user-agnostic floors (pipeline.floors.FLOORS), as the tables name them.
+# The user-agnostic floors (pipeline.eval.floors.FLOORS), as the tables name them.
 FLOOR_DISPLAY = {"random": "Random", "centrality": "Centrality (title)", "centrality_pop": "Centrality + pop."}
 
 
@@ -113,7 +113,7 @@ def markdown(rows: list[dict], title: str) -> str:
              " [95% interval] (Wilson for hit rates, bootstrap over users otherwise). Retrieval over the"
              " full item set, 'masked' = the user's known items removed (RecBole), 'unmasked' = nothing"
              " removed (P5/TIGER). Random, Centrality (title) and Centrality + pop. are user-agnostic"
-             " floors (pipeline.floors)."
+             " floors (pipeline.eval.floors)."
              + (f" A constant \"Yes\" scores F1 {', '.join(_num(f) for f in floors)} on the interaction"
                 " sets (`binary.f1_floor`)." if floors else ""), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -343,7 +343,7 @@ def read_giveaway(path: Path) -> dict:
 
 
 def read_outcomes(path: Path):
-    """One row's per-user outcomes (pipeline.metrics.OUTCOME_SCHEMA); errors name the file."""
+    """One row's per-user outcomes (pipeline.eval.metrics.OUTCOME_SCHEMA); errors name the file."""
     import pyarrow.parquet as pq
 
     try:
@@ -659,14 +659,14 @@ def comparisons(inp: Inputs, t3: dict, curve: list[dict]) -> tuple[list[Comparis
 
 
 def _uids(t, protocol: str) -> np.ndarray:
-    from pipeline import metrics
+    from pipeline.eval import metrics
 
     return metrics.outcome_users(t, protocol)
 
 
 def per_user(t, protocol: str, metric: str, users: np.ndarray) -> np.ndarray:
     """Per-user outcome of `metric` (HR@k / Recall@k: 0/1 hits; NDCG@k: real) for `users`, in order."""
-    from pipeline import metrics
+    from pipeline.eval import metrics
 
     try:
         return metrics.per_user_metric(t, protocol, metric, users)
@@ -697,7 +697,7 @@ def paired_tests(inp: Inputs, t3: dict, curve: list[dict]) -> dict:
     """{"families": {family: [test]}, "skipped": [...], "notes": [...]}; each test names its two
     rows, the users (n, and which subset), diff = a - b with its interval, p, Holm's p within the
     family, and a verdict: "significant" only when Holm's p < .05."""
-    from pipeline import stats
+    from pipeline.eval import stats
 
     conf = _confidence(inp)
     comps, notes = comparisons(inp, t3, curve)

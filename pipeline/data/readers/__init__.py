@@ -10,7 +10,7 @@ from typing import Callable
 import pyarrow as pa
 
 from pipeline.errors import PipelineError
-from pipeline.readers import amazon, local, movielens
+from pipeline.data.readers import amazon, local, movielens
 
 Reader = Callable[[Path], tuple[pa.Table, pa.Table]]
 

@@ -1,0 +1,1 @@
+"""Evaluation: the metrics, their intervals, the evaluator, the user-agnostic floors and the report."""
