@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -10,6 +11,9 @@ from typing import Callable
 
 from pipeline.errors import PipelineError
 from pipeline.names import check_name
+from pipeline.progress import setup_logging
+
+log = logging.getLogger(__name__)
 
 
 def _name_arg(kind: str) -> Callable[[str], str]:
@@ -45,14 +49,15 @@ def run(main: Callable[[], None]) -> None:
     SIGTERM (a killed `dvc repro`, a cancelled Prefect run) unwinds like an exception, so the
     stage's temp outputs are removed and nothing half-written is left behind."""
     start = time.perf_counter()
-    # a stage's lines show as they are printed, also when stdout is a file or a CI log
+    setup_logging()
+    # a library's own prints show as they happen too, also when stdout is a file or a CI log
     # (Python block-buffers stdout there, and nothing appeared for minutes)
     sys.stdout.reconfigure(line_buffering=True)
     signal.signal(signal.SIGTERM, _terminated)
     try:
         main()
     except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
+        log.error(f"error: {e}")
         sys.exit(2)
     stage = os.path.splitext(os.path.basename(sys.argv[0]))[0]
-    print(f"[{stage}] done in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    log.info(f"[{stage}] done in {time.perf_counter() - start:.1f}s")

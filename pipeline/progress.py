@@ -2,10 +2,12 @@
 
 On a terminal, a tqdm bar. Anywhere else (a log file, a CI job, `dvc repro > log`) tqdm's
 carriage-return updates either do not show (tqdm is off there) or pile up on one line, so a
-plain flushed line is printed instead every `every` seconds, and one at the end.
+plain log line (stdlib logging, flushed per record) is written instead every `every` seconds,
+and one at the end. `setup_logging` is the one logging configuration of the stage scripts.
 """
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Iterable, Iterator, TypeVar
@@ -14,6 +16,33 @@ from tqdm import tqdm
 
 T = TypeVar("T")
 EVERY = 30.0  # seconds between lines off a terminal
+log = logging.getLogger(__name__)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each record (a test's capture, a
+    redirected stream), not the one it was created with."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Every module logs through `logging.getLogger(__name__)`; a stage's records go to stderr as
+    bare lines (the modules tag them, e.g. `[kcore]`). A StreamHandler flushes each record, so
+    they show at once in a log file, CI and the Prefect task logs (the flow relays a stage's
+    stdout and stderr line by line). Idempotent."""
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
 
 
 class Progress:
@@ -43,8 +72,7 @@ class Progress:
         self.last, self.shown = time.perf_counter(), self.done
         total = f"/{self.total}" if self.total is not None else ""
         info = "".join(f", {k} {v}" for k, v in self.info.items())
-        print(f"[{self.desc}] step {self.done}{total}, {self.last - self.start:.0f}s{info}",
-              file=sys.stderr, flush=True)
+        log.info(f"[{self.desc}] step {self.done}{total}, {self.last - self.start:.0f}s{info}")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -67,7 +95,3 @@ def progress(items: Iterable[T], desc: str, total: int | None = None, every: flo
     finally:
         bar.close()
 
-
-def say(message: str) -> None:
-    """print, flushed: a log line shows at once even when stdout is a file or a pipe."""
-    print(message, flush=True)

@@ -9,6 +9,7 @@ shown with the known items masked and unmasked. A missing domain model is an err
 floor a row marked missing."""
 from __future__ import annotations
 
+import logging
 from pipeline import paths
 from pipeline.artifacts import atomic_path, read_json, write_json
 from pipeline.cli import dataset_parser, run
@@ -16,6 +17,8 @@ from pipeline.errors import PipelineError
 from pipeline.eval.floors import FLOORS
 from pipeline.config.params import get, load_params, section
 from pipeline.eval.report import markdown, read_metrics, table_rows
+
+log = logging.getLogger(__name__)
 
 
 def collect_results(ds: str, models: list[str]) -> list[dict]:
@@ -45,7 +48,7 @@ def main() -> None:
     write_json(rows, out / "baselines.json")
     with atomic_path(out / "baselines.md") as tmp:
         tmp.write_text(text)
-    print(text)
+    print(text)  # the table is the output (stdout); status lines are logged
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 (row, item) is the row's pair_prefix + the item's pair_suffix, read by BDLM's DRS)."""
 from __future__ import annotations
 
+import logging
 import numpy as np
 
 from pipeline import paths
@@ -11,6 +12,8 @@ from pipeline.cli import dataset_parser, run
 from pipeline.config.params import get, load_params, section
 from pipeline.llm.prompts import RENDERS, SPLITS, PromptsConfig, build_all, item_tables, load_inputs
 from stages.negatives import config as negatives_config
+
+log = logging.getLogger(__name__)
 
 
 def config(params: dict) -> PromptsConfig:
@@ -59,7 +62,7 @@ def main() -> None:
             for s in (*SPLITS, "items"):
                 write_parquet(tables[render][s], out / paths.prompts(ds, render).relative_to(root) / f"{s}.parquet")
     write_json(metrics, paths.metrics("prompts", ds))
-    print(f"[build_prompts] {ds}: " + ", ".join(f"{s} {metrics['rows'][s]:,}" for s in SPLITS)
+    log.info(f"[build_prompts] {ds}: " + ", ".join(f"{s} {metrics['rows'][s]:,}" for s in SPLITS)
           + " rows per render; mean prompt chars (tokens) "
           + ", ".join(f"{s} {metrics['mean_prompt_chars'][s]['tokens']:.0f}" for s in SPLITS))
 

@@ -7,6 +7,7 @@ has the model, its tokenizer (with a pad token) and `source.json` saying what wa
 """
 from __future__ import annotations
 
+import logging
 import argparse
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from pipeline.cli import run
 from pipeline.llm.base import asset_source, convert_gguf, fetch_llm_asset, load_base, save_base
 from pipeline.config.params import get, load_params, section
 from pipeline.data.sources import LLM_ASSETS
+
+log = logging.getLogger(__name__)
 
 
 def main() -> None:
@@ -28,13 +31,13 @@ def main() -> None:
     out = paths.base_llm()
     if base in LLM_ASSETS:
         gguf = fetch_llm_asset(base, timeout_s=timeout)
-        print(f"[download_llm] {base}: converting {gguf.name} to safetensors")
+        log.info(f"[download_llm] {base}: converting {gguf.name} to safetensors")
         source = convert_gguf(gguf, out, source=asset_source(base))
     else:
         model, tokenizer = load_base(base)
         kind = "local" if Path(base).expanduser().exists() else "hub"
         source = save_base(model, tokenizer, out, {"kind": kind, "base": base})
-    print(f"[download_llm] {out}: {source['architecture']}, {source['n_params']:,} params, "
+    log.info(f"[download_llm] {out}: {source['architecture']}, {source['n_params']:,} params, "
           f"hidden {source['hidden_size']}, {source['tokenizer_size']} tokens")
 
 

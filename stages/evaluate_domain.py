@@ -4,6 +4,7 @@
 / seed, drawn from the test split) and its per-user outcomes data/outcomes/domain/<ds>/<model>.parquet."""
 from __future__ import annotations
 
+import logging
 import json
 
 import torch
@@ -14,6 +15,8 @@ from pipeline.cli import dataset_parser, run
 from pipeline.eval.evaluator import EvalSets, llm_users, outcomes, stats_config, write_scores
 from pipeline.config.params import load_params
 from pipeline.models.trainer import domain_configs
+
+log = logging.getLogger(__name__)
 
 
 def main() -> None:
@@ -28,7 +31,7 @@ def main() -> None:
                            paths.metrics_domain(args.dataset, args.model),
                            paths.outcomes("domain", args.dataset, args.model),
                            {"llm_users": llm_users(params, ev)})
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("ci", "llm_users")}))
+    log.info(json.dumps({k: v for k, v in summary.items() if k not in ("ci", "llm_users")}))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ text-only scorer on every valid/test candidate set with its interval and chance,
 a scorer that never sees the user beats chance (the report prints that flag in bold)."""
 from __future__ import annotations
 
+import logging
 import json
 
 import numpy as np
@@ -21,6 +22,8 @@ from pipeline.eval.evaluator import EvalSets, llm_users, stats_config, write_sco
 from pipeline.data.negatives import text_vectors
 from pipeline.config.params import load_params
 from stages.negatives import config as negatives_config
+
+log = logging.getLogger(__name__)
 
 
 def floor_outcomes(name: str, ev: EvalSets, vectors, log_pop: np.ndarray, seed: int,
@@ -75,15 +78,15 @@ def main() -> None:
     check = ({"rows": [], "gives_away": False, "flagged": [], "not_computed": reason} if no_text
              else floors.giveaway_check(ev.candidates, vectors, log_pop, cfg.confidence, cent))
     if no_text:
-        print(f"[floors] {reason}")
+        log.info(f"[floors] {reason}")
     write_json({"dataset": ds, "text_anchor": neg_cfg.text_anchor, "text_backend": neg_cfg.text_backend, **check},
                paths.metrics("giveaway", ds))
     for r in check["rows"]:
-        print(f"[floors] {ds} {r['set']:<14} {r['scorer']:<15} HR@1 {r['HR@1']:.3f} "
+        log.info(f"[floors] {ds} {r['set']:<14} {r['scorer']:<15} HR@1 {r['HR@1']:.3f} "
               f"[{r['low']:.3f}, {r['high']:.3f}] chance {r['chance']:.3f}")
     if check["gives_away"]:
-        print("[floors] WARNING: the candidate sets give the positive away: " + "; ".join(check["flagged"]))
-    print(json.dumps({"gives_away": check["gives_away"]}))
+        log.info("[floors] WARNING: the candidate sets give the positive away: " + "; ".join(check["flagged"]))
+    log.info(json.dumps({"gives_away": check["gives_away"]}))
 
 
 if __name__ == "__main__":

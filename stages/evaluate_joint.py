@@ -14,6 +14,7 @@ Reads data/joint/<ds>/<experiment>/, data/prompts/<ds>/<render>/{valid,test,item
 """
 from __future__ import annotations
 
+import logging
 import json
 
 import pyarrow as pa
@@ -32,6 +33,8 @@ from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
 from pipeline.models.registry import model_class
 from pipeline.config.params import get, load_params, section
 from stages.joint_train import joint_dir
+
+log = logging.getLogger(__name__)
 
 
 def main() -> None:
@@ -79,7 +82,7 @@ def main() -> None:
     write_parquet(llm_table, paths.outcomes("joint", ds, f"{name}-llm"))
     write_parquet(drs_table, paths.outcomes("joint", ds, f"{name}-drs"))
     write_json(json_safe(out), paths.metrics_joint(ds, name))
-    print(json.dumps({side: {k: v for k, v in out[side].items() if k != "ci"} for side in ("llm", "drs")}))
+    log.info(json.dumps({side: {k: v for k, v in out[side].items() if k != "ci"} for side in ("llm", "drs")}))
 
 
 if __name__ == "__main__":

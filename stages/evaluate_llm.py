@@ -8,6 +8,7 @@ split), the same one for every variant and every domain row; the metrics name it
 """
 from __future__ import annotations
 
+import logging
 import json
 
 import pyarrow as pa
@@ -23,6 +24,8 @@ from pipeline.llm.base import load_base
 from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
 from pipeline.config.params import get, load_params, section
 from stages.sft import render, sft_config, variant_settings
+
+log = logging.getLogger(__name__)
 
 
 def main() -> None:
@@ -52,7 +55,7 @@ def main() -> None:
                            {"dataset": args.dataset, "variant": args.variant, "vocab": mode, **extra},
                            paths.metrics_llm(args.dataset, args.variant),
                            paths.outcomes("llm", args.dataset, args.variant))
-    print(json.dumps({k: v for k, v in summary.items() if k != "ci"}))
+    log.info(json.dumps({k: v for k, v in summary.items() if k != "ci"}))
 
 
 if __name__ == "__main__":

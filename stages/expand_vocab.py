@@ -8,6 +8,7 @@ is a float32 save_pretrained model + tokenizer that plain Auto*.from_pretrained 
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import pyarrow.parquet as pq
@@ -21,6 +22,8 @@ from pipeline.llm.base import load_base, readable
 from pipeline.llm.tokens import new_tokens
 from pipeline.llm.vocab import MODES, check_single_tokens, expand_vocab
 from pipeline.config.params import get, load_params, section
+
+log = logging.getLogger(__name__)
 
 
 def _count(path) -> int:
@@ -82,7 +85,7 @@ def main() -> None:
             check_single_tokens(AutoTokenizer.from_pretrained(tmp), new_tokens(n_users, n_items))
         write_json(info, tmp / "vocab.json")
         readable(tmp)
-    print(f"[expand_vocab] {out}: mode {mode}, {info['n_new_tokens']} new tokens, "
+    log.info(f"[expand_vocab] {out}: mode {mode}, {info['n_new_tokens']} new tokens, "
           f"projection {info['projection']}, norms {info.get('norms')} "
           f"({time.perf_counter() - t0:.1f}s)")
 

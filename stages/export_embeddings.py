@@ -6,6 +6,7 @@ sequential models the user row is the encoder state after the user's training hi
 """
 from __future__ import annotations
 
+import logging
 import hashlib
 import json
 
@@ -19,6 +20,8 @@ from pipeline.errors import PipelineError
 from pipeline.eval.evaluator import EvalSets
 from pipeline.config.params import load_params
 from pipeline.models.trainer import domain_configs
+
+log = logging.getLogger(__name__)
 
 
 def main() -> None:
@@ -41,7 +44,7 @@ def main() -> None:
     meta = lineage.stamp(meta, args.dataset, text=True)  # the id maps the rows index (checked by expand_vocab)
     out = paths.embeddings(args.dataset, args.model)
     write_safetensors({"user": user, "item": item}, out, meta)
-    print(f"[export_embeddings] {out}: user {tuple(user.shape)}, item {tuple(item.shape)}")
+    log.info(f"[export_embeddings] {out}: user {tuple(user.shape)}, item {tuple(item.shape)}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """kcore: iterative k-core + dense ids -> data/kcore/<dataset>/ and its stats."""
 from __future__ import annotations
 
+import logging
 from pipeline import paths
 from pipeline.artifacts import atomic_dir, write_json, write_parquet
 from pipeline.cli import dataset_parser, run
 from pipeline.data.kcore import KCoreConfig, kcore
 from pipeline.config.params import get, load_params, section
+
+log = logging.getLogger(__name__)
 
 
 def config(params: dict) -> KCoreConfig:
@@ -25,7 +28,7 @@ def main() -> None:
         write_parquet(users, out / "users.parquet")
         write_parquet(items, out / "items.parquet")
     write_json({"dataset": args.dataset, **stats}, paths.metrics("kcore", args.dataset))
-    print(f"[kcore] {args.dataset}: {stats['users']:,} users, {stats['items']:,} items, "
+    log.info(f"[kcore] {args.dataset}: {stats['users']:,} users, {stats['items']:,} items, "
           f"{stats['interactions']:,} interactions, sparsity {stats['sparsity']:.4f}")
 
 

@@ -1,6 +1,7 @@
 """negatives: evaluation candidate sets for valid and test -> data/negatives/<dataset>/."""
 from __future__ import annotations
 
+import logging
 import pyarrow.parquet as pq
 
 from pipeline import paths
@@ -9,6 +10,8 @@ from pipeline.cli import dataset_parser, run
 from pipeline.data.negatives import NegativesConfig, make_all
 from pipeline.config.params import get, load_params, section
 from pipeline.data.split import SPLITS
+
+log = logging.getLogger(__name__)
 
 
 def config(params: dict) -> NegativesConfig:
@@ -35,7 +38,7 @@ def main() -> None:
             write_parquet(table, out / f"{name}.parquet")
     write_json({"dataset": args.dataset, "text_backend": cfg.text_backend, **stats},
                paths.metrics("negatives", args.dataset))
-    print(f"[negatives] {args.dataset}: " + f"text anchor {stats['text_anchor']}, "
+    log.info(f"[negatives] {args.dataset}: " + f"text anchor {stats['text_anchor']}, "
           + ", ".join(f"{k} {v['rows']:,}" for k, v in stats.items() if isinstance(v, dict)))
 
 

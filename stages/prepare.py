@@ -1,12 +1,15 @@
 """prepare: raw files -> canonical data/prepared/<dataset>/{interactions,items}.parquet."""
 from __future__ import annotations
 
+import logging
 from pipeline import paths
 from pipeline.artifacts import atomic_dir, read_json, write_json, write_parquet
 from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
 from pipeline.config.params import load_params
 from pipeline.data.prepare import prepare
+
+log = logging.getLogger(__name__)
 
 
 def main() -> None:
@@ -20,7 +23,7 @@ def main() -> None:
         write_parquet(inter, out / "interactions.parquet")
         write_parquet(items, out / "items.parquet")
     write_json(report, paths.metrics("prepare", args.dataset))
-    print(f"[prepare] {args.dataset}: {report['interactions']:,} interactions, {report['users']:,} users, "
+    log.info(f"[prepare] {args.dataset}: {report['interactions']:,} interactions, {report['users']:,} users, "
           f"{report['items']:,} items (route {report['route']})")
 
 

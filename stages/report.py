@@ -18,6 +18,7 @@ is, and so is a metrics file in the old format (no intervals): it names the stag
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pipeline import paths
@@ -25,6 +26,8 @@ from pipeline.artifacts import atomic_path, write_json
 from pipeline.cli import dataset_parser, run
 from pipeline.config.params import get, load_params, section
 from pipeline.eval.report import build_report, collect, markdown_report
+
+log = logging.getLogger(__name__)
 
 
 def plot_files(ds: str, data: Path = paths.DATA) -> dict[str, Path]:
@@ -54,9 +57,9 @@ def main() -> None:
     args = dataset_parser(__doc__).parse_args()
     variants = get(section(load_params(args.params), "llm"), "variants", list, "llm")
     rep = write_report(args.dataset, variants)
-    print((paths.reports(args.dataset) / "report.md").read_text())
+    print((paths.reports(args.dataset) / "report.md").read_text())  # the report is the output (stdout)
     if rep["missing"]:
-        print(f"[report] {len(rep['missing'])} input(s) missing, listed in the report")
+        log.info(f"[report] {len(rep['missing'])} input(s) missing, listed in the report")
 
 
 if __name__ == "__main__":

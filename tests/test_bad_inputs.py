@@ -377,7 +377,7 @@ def test_a_nan_training_loss_stops_the_domain_trainer_with_epoch_and_step():
     data.ratings[5] = np.nan  # what a NaN rating that got past the reader did
     model = MFRating(data.n_users, data.n_items, {"dim": 8, "batch_size": 64})
     with pytest.raises(PipelineError, match=r"mf_rating: training loss is nan at epoch 1, step \d+"):
-        fit(model, data, lambda m: 0.0, TrainConfig(epochs=3, lr=0.02), log=lambda _: None)
+        fit(model, data, lambda m: 0.0, TrainConfig(epochs=3, lr=0.02))
 
 
 def test_nan_in_exported_embeddings_is_refused_naming_file_and_row():

@@ -1,6 +1,7 @@
 """Collaborative and static domain models: planted patterns, export, the training loop."""
 from __future__ import annotations
 
+import logging
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -31,8 +32,7 @@ def heldout_hr(model, data, held, k=5) -> float:
 def test_models_learn_a_planted_pattern(cls, cfg, lr):
     data, held = planted()
     model = cls(data.n_users, data.n_items, cfg)
-    fit(model, data, lambda m: heldout_hr(m, data, held), TrainConfig(epochs=25, lr=lr, patience=25, seed=1),
-        log=lambda _: None)
+    fit(model, data, lambda m: heldout_hr(m, data, held), TrainConfig(epochs=25, lr=lr, patience=25, seed=1))
     # random ranking of the 32 unseen items would give 5/32 = 0.16
     assert heldout_hr(model, data, held) >= 0.5
 
@@ -50,24 +50,25 @@ def test_static_models_learn_the_pattern():
 def test_rating_regressor_beats_the_mean():
     data, _ = planted(per_user=9)
     model = MFRating(data.n_users, data.n_items, {"dim": 8, "batch_size": 64, "reg": 0.0})
-    losses = []
     fit(model, data, lambda m: -float(((m.predict(torch.from_numpy(data.uids), torch.from_numpy(data.iids))
                                         .detach().numpy() - data.ratings) ** 2).mean()),
-        TrainConfig(epochs=30, lr=0.02, patience=30), log=losses.append)
+        TrainConfig(epochs=30, lr=0.02, patience=30))
     pred = model.predict(torch.from_numpy(data.uids), torch.from_numpy(data.iids)).detach().numpy()
     rmse = metrics.rating_metrics(pred, data.ratings)["RMSE"]
     assert rmse < 0.5 * data.ratings.std()
 
 
-def test_training_is_seeded():
+def test_training_is_seeded(caplog):
     data, held = planted()
     runs = []
     for _ in range(2):
-        logs = []
+        caplog.clear()
         model = build_model(MF, data.n_users, data.n_items, {"dim": 8, "batch_size": 64}, seed=4)
         torch.manual_seed(123)  # fit seeds again from its config; this must not matter
-        fit(model, data, lambda m: heldout_hr(m, data, held), TrainConfig(epochs=3, lr=0.01, seed=4),
-            log=logs.append)
+        with caplog.at_level(logging.INFO, logger="pipeline.models.trainer"):
+            fit(model, data, lambda m: heldout_hr(m, data, held), TrainConfig(epochs=3, lr=0.01, seed=4))
+        logs = [r.getMessage() for r in caplog.records if r.name == "pipeline.models.trainer"]
+        assert len(logs) == 3, logs  # one line per epoch
         runs.append((model.user.weight.detach().clone(), [l.split(",")[0] for l in logs]))
     assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
 
@@ -81,7 +82,7 @@ def test_multithreaded_training_is_bitwise_repeatable():
     for _ in range(2):
         model = build_model(LightGCN, data.n_users, data.n_items, {"dim": 64, "batch_size": 2048, "n_layers": 2}, 4)
         epochs = iter(range(10))  # a rising "valid metric": the last epoch's weights are kept
-        fit(model, data, lambda m: float(next(epochs)), cfg, log=lambda s: None)
+        fit(model, data, lambda m: float(next(epochs)), cfg)
         weights.append(torch.cat([model.user.weight, model.item.weight]).detach().clone())
     assert torch.equal(weights[0], weights[1])
     assert not torch.are_deterministic_algorithms_enabled()  # fit restores the global setting
@@ -153,21 +154,23 @@ def test_scores_on_a_user_subset_are_the_scores_of_sets_holding_only_those_users
     sub = ev.restrict(some)
     assert sub.splits["train"] is ev.splits["train"]
     model = build_model(MF, 40, 40, {"dim": 8, "batch_size": 64}, seed=1)
-    fit(model, data, lambda m: heldout_hr(m, data, held), TrainConfig(epochs=3, lr=0.02, seed=1), log=lambda s: None)
+    fit(model, data, lambda m: heldout_hr(m, data, held), TrainConfig(epochs=3, lr=0.02, seed=1))
     assert evaluate(model, sub) == evaluate(model, sets(some))
     assert evaluate(model, sub) != evaluate(model, ev)
 
 
 def test_training_progress_shows_in_a_log(monkeypatch, capfd):
-    """Off a terminal (a log file, CI), fit prints flushed step and epoch lines, not a bar."""
+    """Off a terminal (a log file, CI), fit logs flushed step and epoch lines to stderr (the stage
+    scripts' logging set-up), not a bar."""
     from pipeline import progress
     monkeypatch.setattr(progress, "EVERY", 0.0)  # a line per step
     monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False)
+    progress.setup_logging()  # what cli.run does for every stage
     data, _ = planted()
     model = MF(data.n_users, data.n_items, {"dim": 8, "batch_size": 128})
     fit(model, data, lambda m: 0.0, TrainConfig(epochs=2, patience=5, seed=1))
     out, err = capfd.readouterr()
-    assert "[mf] epoch 1: loss" in out and "[mf] epoch 2: loss" in out
+    assert "[mf] epoch 1: loss" in err and "[mf] epoch 2: loss" in err
     steps = [line for line in err.splitlines() if line.startswith("[mf epoch 1] ")]
     assert len(steps) >= 2 and steps[0].startswith("[mf epoch 1] step 1,") and "\r" not in err
 
@@ -182,7 +185,7 @@ def test_bf16_training_runs_and_keeps_float32_weights(cls, cfg):
     data, held = planted()
     model = build_model(cls, data.n_users, data.n_items, cfg, 1)
     history = fit(model, data, lambda m: heldout_hr(m, data, held),
-                  TrainConfig(epochs=15, lr=0.02, patience=15, seed=1, mixed_precision="bf16"), log=lambda _: None)
+                  TrainConfig(epochs=15, lr=0.02, patience=15, seed=1, mixed_precision="bf16"))
     assert {r["precision"] for r in history} == {"bf16"}
     assert all(np.isfinite(r["loss"]) for r in history) and history[-1]["loss"] < history[0]["loss"]
     assert all(p.dtype == torch.float32 for p in model.parameters())
@@ -197,11 +200,10 @@ def test_sequential_bf16_training_autocasts():
                         {"dim": 16, "n_layers": 1, "n_heads": 2, "max_len": 8, "batch_size": 16}, 1)
     seen = []
     model.item_emb.register_forward_hook(lambda m, i, o: seen.append(torch.is_autocast_enabled("cpu")))
-    history = fit(model, data, lambda m: 0.0, TrainConfig(epochs=2, lr=0.01, patience=5, mixed_precision="bf16"),
-                  log=lambda _: None)
+    history = fit(model, data, lambda m: 0.0, TrainConfig(epochs=2, lr=0.01, patience=5, mixed_precision="bf16"))
     assert seen and all(seen) and all(np.isfinite(r["loss"]) for r in history)
     seen.clear()
-    fit(model, data, lambda m: 0.0, TrainConfig(epochs=1, lr=0.01, patience=5), log=lambda _: None)
+    fit(model, data, lambda m: 0.0, TrainConfig(epochs=1, lr=0.01, patience=5))
     assert seen and not any(seen)  # the default: float32
 
 
@@ -221,7 +223,7 @@ def test_mixed_precision_param_is_checked_and_auto_resolves():
         domain_configs(base, "mf")
     data, _ = planted()
     model = build_model(MF, data.n_users, data.n_items, {"dim": 8, "batch_size": 64}, 1)
-    history = fit(model, data, lambda m: 0.0, TrainConfig(epochs=1, mixed_precision="auto"), log=lambda _: None)
+    history = fit(model, data, lambda m: 0.0, TrainConfig(epochs=1, mixed_precision="auto"))
     assert history[0]["precision"] == ("bf16" if native_bf16("cpu") else "no")
 
 

@@ -54,7 +54,7 @@ def test_routes_fall_back_and_manifest(tmp_path):
     broken = UrlFile((tmp_path / "nowhere.zip").as_uri(), "nowhere.zip", Pin("1" * 64, 1))
     ds = Dataset("toy", (Route("official", "fmt", (broken,)), Route("mirror", "fmt", (good,))))
     out = tmp_path / "raw" / "toy"
-    manifest = download(ds, out, log=lambda _: None)
+    manifest = download(ds, out)
     assert manifest["route"] == "mirror"
     on_disk = json.loads((out / "checksums.json").read_text())
     assert on_disk["files"]["remote.bin"]["sha256"] == good.pin.sha256
@@ -65,7 +65,7 @@ def test_all_routes_failing_writes_nothing(tmp_path):
     ds = Dataset("toy", (Route("official", "fmt", (broken,)),))
     out = tmp_path / "raw" / "toy"
     with pytest.raises(PipelineError, match="every source failed"):
-        download(ds, out, log=lambda _: None)
+        download(ds, out)
     assert not (tmp_path / "raw").exists() or not list((tmp_path / "raw").iterdir())
 
 

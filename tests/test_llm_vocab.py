@@ -226,7 +226,7 @@ def test_load_base_local_dir_and_pad_token(kind, tmp_path):
     tok.pad_token = None  # decoder models often ship without one
     tok.save_pretrained(tmp_path)
     model.save_pretrained(tmp_path)
-    model2, tok2 = load_base(tmp_path, log=lambda s: None)
+    model2, tok2 = load_base(tmp_path)
     assert is_seq2seq(model2) == (kind == "t5")
     assert tok2.pad_token == tok2.eos_token == "</s>"
     assert model2.config.pad_token_id == tok2.pad_token_id

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def _prepared(name, tmp_path):
-    manifest = download(dataset(name), tmp_path / "raw", log=lambda _: None)
+    manifest = download(dataset(name), tmp_path / "raw")
     inter, items, report = prepare(tmp_path / "raw", manifest)
     pq.write_table(inter, tmp_path / "inter.parquet")
     pq.write_table(items, tmp_path / "items.parquet")

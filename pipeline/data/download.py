@@ -7,6 +7,7 @@ the next route is tried; if all fail, the error lists what each one said.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -20,6 +21,8 @@ from pathlib import Path
 from pipeline.artifacts import atomic_dir, atomic_path, file_digest, write_json
 from pipeline.errors import PipelineError
 from pipeline.data.sources import Dataset, Pin, Route, UrlFile, WheelFile
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ def _place(src: Path, dst: Path) -> None:
 
 
 def download(ds: Dataset, out_dir: Path, timeout_s: float = 30.0,
-             allow_unpinned: bool = False, log=print) -> dict:
+             allow_unpinned: bool = False) -> dict:
     """Materialise the first route of `ds` that works into `out_dir` with a checksums.json."""
     failures = []
     for route in ds.routes:
@@ -146,7 +149,7 @@ def download(ds: Dataset, out_dir: Path, timeout_s: float = 30.0,
             files = fetch_route(route, timeout_s, allow_unpinned)
         except PipelineError as e:
             failures.append(f"  route '{route.name}': {e}")
-            log(f"[download] {ds.name}: route '{route.name}' failed: {e}")
+            log.info(f"[download] {ds.name}: route '{route.name}' failed: {e}")
             continue
         manifest = {"dataset": ds.name, "route": route.name, "format": route.format,
                     "note": route.note, "expected": ds.expected, "files": {}}
@@ -156,7 +159,7 @@ def download(ds: Dataset, out_dir: Path, timeout_s: float = 30.0,
                 digest, size = file_digest(tmp / name)
                 manifest["files"][name] = {"sha256": digest, "size": size}
             write_json(manifest, tmp / "checksums.json")
-        log(f"[download] {ds.name}: route '{route.name}' ok ({len(files)} files)")
+        log.info(f"[download] {ds.name}: route '{route.name}' ok ({len(files)} files)")
         return manifest
     raise PipelineError(f"dataset '{ds.name}': every source failed:\n" + "\n".join(failures))
 

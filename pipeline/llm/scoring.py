@@ -135,7 +135,7 @@ def topk_curve_metrics(scorer: Scorer, t: pa.Table, n_items: int, tokens: bool) 
 
 
 def evaluate_llm(scorer: Scorer, valid: pa.Table, test: pa.Table, n_items: int, known: sp.csr_matrix,
-                 tokens: bool, log=print) -> tuple[pa.Table, dict]:
+                 tokens: bool) -> tuple[pa.Table, dict]:
     """Per-user outcomes (pipeline.eval.metrics.Outcomes) of every protocol the prompt tables hold, on
     test (valid only fixes the binary threshold), and what the run reports besides them.
     `known` masks each user's train + valid items in retrieval, as for the domain models."""

@@ -2,6 +2,7 @@
 checkpoints of the best weights, progress wherever the output goes (pipeline.progress). Readable top to bottom."""
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ from pipeline.models.base import DomainModel, StaticModel, TrainableModel
 from pipeline.models.data import Interactions
 from pipeline.models.registry import model_class
 from pipeline.config.params import get, section
-from pipeline.progress import progress, say
+from pipeline.progress import progress
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,7 @@ def build_model(cls: type[DomainModel], n_users: int, n_items: int, cfg: dict, s
 
 
 def fit(model: DomainModel, data: Interactions, valid_metric: Callable[[DomainModel], float],
-        cfg: TrainConfig, checkpoint: Path | None = None, metadata: dict[str, str] | None = None,
-        log: Callable[[str], None] = say) -> list[dict]:
+        cfg: TrainConfig, checkpoint: Path | None = None, metadata: dict[str, str] | None = None) -> list[dict]:
     """Train `model` in place; at the end it holds the weights with the best valid metric.
     Bitwise repeatable for a seed: with more than one thread, the gradient of an embedding
     gather (index_put with accumulate) sums in a thread-dependent order unless torch's
@@ -90,18 +92,18 @@ def fit(model: DomainModel, data: Interactions, valid_metric: Callable[[DomainMo
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        return _fit(model, data, valid_metric, cfg, checkpoint, metadata, log)
+        return _fit(model, data, valid_metric, cfg, checkpoint, metadata)
     finally:
         torch.use_deterministic_algorithms(previous)
 
 
-def _fit(model, data, valid_metric, cfg: TrainConfig, checkpoint, metadata, log) -> list[dict]:
+def _fit(model, data, valid_metric, cfg: TrainConfig, checkpoint, metadata) -> list[dict]:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     if isinstance(model, StaticModel):
         model.build(data)
         score = valid_metric(model)
-        log(f"[{model.name}] built from counts, valid {score:.4f}")
+        log.info(f"[{model.name}] built from counts, valid {score:.4f}")
         return [{"epoch": 0, "valid": score}]
     assert isinstance(model, TrainableModel)
     rng = np.random.default_rng(cfg.seed)
@@ -139,10 +141,10 @@ def _fit(model, data, valid_metric, cfg: TrainConfig, checkpoint, metadata, log)
             else:
                 stale += 1
         history.append(row)
-        log(f"[{model.name}] epoch {epoch}: loss {row['loss']:.4f}, {seconds:.1f}s"
+        log.info(f"[{model.name}] epoch {epoch}: loss {row['loss']:.4f}, {seconds:.1f}s"
             + (f", valid {row['valid']:.4f}" if "valid" in row else ""))
         if stale >= cfg.patience:
-            log(f"[{model.name}] early stop: no improvement in {cfg.patience} evaluations")
+            log.info(f"[{model.name}] early stop: no improvement in {cfg.patience} evaluations")
             break
     if best_state is not None:
         model.load_state_dict(best_state)
