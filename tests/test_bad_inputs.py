@@ -144,7 +144,7 @@ def test_dvc_yaml_quotes_every_name_it_puts_in_a_command(tmp_path):
         if name.split("@")[0] in ("sft", "joint_train"):
             assert argv[:4] == ["python", "-m", "pipeline.orchestration.launch", launcher], cmd
     # run two of them through a real shell, as DVC does: refused, and nothing injected ran
-    from pipeline.orchestration.flow import dvc_env  # what the flow runs DVC with: the venv's python first on PATH
+    from pipeline.orchestration.runner import dvc_env  # what the flow runs DVC with: the venv's python first on PATH
 
     env = {**dvc_env(), "PYTHONPATH": str(REPO)}
     for stage, message in ((f"download@{evil}", "invalid dataset name"), (f"sft@{evil}-full", "orchestration.launcher")):
@@ -580,8 +580,8 @@ def test_flow_override_out_of_range_leaves_params_untouched(tmp_path, capsys):
 
 KILLED_FLOW = """
 import sys, time
-from pipeline.orchestration import flow
-with flow.overridden_params(sys.argv[1], {"negatives.seed": 7, "datasets": ["ml-1m"]}):
+from pipeline.config.params import overridden_params
+with overridden_params(sys.argv[1], {"negatives.seed": 7, "datasets": ["ml-1m"]}):
     print("overridden", flush=True)
     time.sleep(120)
 """
@@ -608,7 +608,7 @@ def project(tmp_path) -> Path:
 
 
 def test_overrides_keep_params_comments(project):
-    from pipeline.orchestration.flow import overridden_params
+    from pipeline.config.params import overridden_params
 
     before = (project / "params.yaml").read_text()
     with overridden_params(project, {"negatives.seed": 7, "llm.variants": ["full"], "kcore.min_rating": 4}):
@@ -653,7 +653,7 @@ def test_after_a_kill_an_edited_params_file_is_never_overwritten(project, capsys
 
 
 def test_a_second_flow_with_overrides_waits_for_the_running_one(project):
-    from pipeline.orchestration.flow import overridden_params
+    from pipeline.config.params import overridden_params
     from pipeline.config.params import load_params
 
     with overridden_params(project, {"negatives.seed": 7}):

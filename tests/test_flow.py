@@ -1,4 +1,5 @@
-"""Prefect flow over the DVC DAG (pipeline/orchestration/flow.py) and the status view (pipeline/orchestration/status.py).
+"""Prefect flow over the DVC DAG (pipeline/orchestration/flow.py, with dag.py and runner.py), the flow's
+params overrides (pipeline/config/params.py) and the status view (pipeline/orchestration/status.py).
 
 The slow tests run the flow in Prefect's ephemeral mode on the data half of the real
 dvc.yaml (download .. negatives) over the tiny local fixture in a temp dir."""
@@ -23,15 +24,18 @@ os.environ.pop("PREFECT_API_URL", None)
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from pipeline.orchestration import flow as pf  # noqa: E402
+from pipeline.config.params import overridden_params, parse_overrides  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.orchestration import flow as pf  # noqa: E402
+from pipeline.orchestration.dag import gpu_stage_names, load_dag, stage_names  # noqa: E402
+from pipeline.orchestration.runner import RAN, RESTORED, UP_TO_DATE  # noqa: E402
 from tests.helpers import DATA_STAGES, REPO, tiny_dvc_project  # noqa: E402
 
 # --- fast ------------------------------------------------------------------------------
 
 def test_dag_order_comes_from_dvc_yaml():
-    dag = pf.load_dag(REPO)
-    names = pf.stage_names(REPO)
+    dag = load_dag(REPO)
+    names = stage_names(REPO)
     assert sorted(dag.order) == sorted(names)  # every dvc.yaml stage, no other list
     pos = {s: i for i, s in enumerate(dag.order)}
     for stage, ups in dag.upstream.items():
@@ -47,7 +51,7 @@ def test_dag_order_comes_from_dvc_yaml():
 
 
 def test_stage_subset_and_downstream():
-    dag = pf.load_dag(REPO)
+    dag = load_dag(REPO)
     # check_params gates every stage: it runs with any selection (stages run with --single-item)
     assert dag.select(["negatives", "kcore"]) == ["check_params", "kcore", "negatives"]
     down = dag.select(["split"], downstream=True)
@@ -59,7 +63,7 @@ def test_stage_subset_and_downstream():
 
 def test_unknown_stage_is_named(capsys):
     with pytest.raises(PipelineError, match=r"unknown stage\(s\) 'negativez'.*dvc.yaml has: check_params, download"):
-        pf.load_dag(REPO).select(["negativez"])
+        load_dag(REPO).select(["negativez"])
     assert pf.main(["--root", str(REPO), "--stages", "negativez"]) == 2
     assert "unknown stage(s) 'negativez'" in capsys.readouterr().err
 
@@ -67,9 +71,9 @@ def test_unknown_stage_is_named(capsys):
 def test_gpu_tags_come_from_params(capsys):
     assert pf.main(["--root", str(REPO), "--list"]) == 0
     tags = dict(line.split()[:2] for line in capsys.readouterr().out.splitlines())
-    gpu = pf.gpu_stage_names(yaml.safe_load((REPO / "params.yaml").read_text()))
+    gpu = gpu_stage_names(yaml.safe_load((REPO / "params.yaml").read_text()))
     assert "pretrain_domain" in gpu
-    assert tags == {s: ("gpu" if s in gpu else "cpu") for s in pf.stage_names(REPO)}
+    assert tags == {s: ("gpu" if s in gpu else "cpu") for s in stage_names(REPO)}
 
 
 @pytest.mark.parametrize("override, message", [
@@ -87,7 +91,7 @@ def test_bad_override_leaves_params_untouched(tmp_path, capsys, override, messag
     assert pf.main(["--root", str(tmp_path), "--stages", "negatives", "-S", *override]) == 2
     assert re.search(message, capsys.readouterr().err)
     with pytest.raises(PipelineError, match=message):
-        with pf.overridden_params(tmp_path, pf.parse_overrides(override)):
+        with overridden_params(tmp_path, parse_overrides(override)):
             pass
     assert (tmp_path / "params.yaml").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dvc.yaml", "params.yaml"]
@@ -97,7 +101,7 @@ def test_override_is_applied_then_restored_byte_for_byte(tmp_path):
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     before = (tmp_path / "params.yaml").read_bytes()
     with pytest.raises(RuntimeError, match="boom"):
-        with pf.overridden_params(tmp_path, {"negatives.seed": 7, "kcore.min_rating": 4,
+        with overridden_params(tmp_path, {"negatives.seed": 7, "kcore.min_rating": 4,
                                              "negatives.popularity_alpha": 1, "datasets": ["a", "b"]}):
             now = yaml.safe_load((tmp_path / "params.yaml").read_text())
             assert now["negatives"]["seed"] == 7 and now["kcore"]["min_rating"] == 4
@@ -118,6 +122,20 @@ def test_unreachable_server_says_how_to_fix_it():
     assert res.returncode == 2, res.stderr
     assert f"PREFECT_API_URL=http://127.0.0.1:{port}/api but no Prefect server answers" in res.stderr
     assert "prefect server start" in res.stderr and "unset PREFECT_API_URL" in res.stderr
+
+
+def test_only_the_flow_imports_prefect():
+    """The DAG, the runner, the status view and the overrides work without Prefect: importing
+    them (in a fresh interpreter) must not import it; the flow module does."""
+    code = ("import sys\n"
+            "import pipeline.orchestration.dag, pipeline.orchestration.runner, pipeline.orchestration.status\n"
+            "import pipeline.orchestration.launch, pipeline.config.params\n"
+            "print(sorted(m for m in sys.modules if m == 'prefect' or m.startswith('prefect.')))\n"
+            "import pipeline.orchestration.flow\n"
+            "print('prefect' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n")[:2] == ["[]", "True"], res.stdout
 
 
 def test_cli_help():
@@ -167,13 +185,13 @@ def test_flow_runs_data_half_then_everything_is_up_to_date(project):
     assert state.is_completed(), state.message
     first = state.result()
     assert list(first) == ["check_params", *DATA_STAGES]
-    assert statuses(first) == {"check_params": pf.RAN, **{f"{s}@tiny": pf.RAN for s in DATA_STAGES}}
+    assert statuses(first) == {"check_params": RAN, **{f"{s}@tiny": RAN for s in DATA_STAGES}}
     assert task_runs(state) == {s: ["cpu", "dvc"] for s in ["check_params", *DATA_STAGES]}
     assert (project / "data/negatives/tiny/test_topk.parquet").exists()
     assert not (project / "data/domain").exists()  # the model half was not selected
 
     again = pf.llmrec(stages=DATA_STAGES, root=str(project))
-    assert statuses(again) == {"check_params": pf.UP_TO_DATE, **{f"{s}@tiny": pf.UP_TO_DATE for s in DATA_STAGES}}
+    assert statuses(again) == {"check_params": UP_TO_DATE, **{f"{s}@tiny": UP_TO_DATE for s in DATA_STAGES}}
 
 
 @pytest.mark.slow
@@ -182,8 +200,8 @@ def test_param_override_reruns_only_its_stage(project):
     negatives = project / "data/negatives/tiny/test_topk.parquet"
     sets = negatives.read_bytes()
     out = pf.llmrec(stages=DATA_STAGES, params={"negatives.seed": 7}, root=str(project))
-    assert statuses(out) == {"check_params": pf.RAN, **{f"{s}@tiny": pf.UP_TO_DATE for s in DATA_STAGES[:-1]},
-                             "negatives@tiny": pf.RAN}
+    assert statuses(out) == {"check_params": RAN, **{f"{s}@tiny": UP_TO_DATE for s in DATA_STAGES[:-1]},
+                             "negatives@tiny": RAN}
     assert (project / "params.yaml").read_bytes() == before  # restored
     assert negatives.read_bytes() != sets  # other candidates with seed 7
 
@@ -196,7 +214,7 @@ def test_param_override_reruns_only_its_stage(project):
 
     # Back to the file's seed: DVC restores the earlier outputs from its run cache.
     out = pf.llmrec(stages=["negatives"], root=str(project))
-    assert statuses(out) == {"check_params": pf.RAN, "negatives@tiny": pf.RESTORED}  # its output is not cached
+    assert statuses(out) == {"check_params": RAN, "negatives@tiny": RESTORED}  # its output is not cached
     assert negatives.read_bytes() == sets
     assert all(st == "up to date" for _, st, _ in rows(project, DATA_STAGES))
 

@@ -1,14 +1,19 @@
 """params.yaml access: each stage reads its own section; missing or mistyped keys are named.
-load_params validates the whole file first (pipeline/config/sections.py)."""
+load_params validates the whole file first (pipeline/config/sections.py). Also the one place for
+parameter overrides: the dotted -S grammar, profiles, and the flow's params.yaml overrides for a run."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
+import io
 import json
+import logging
 import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -17,6 +22,8 @@ from pipeline.config.sections import validate_params
 from pipeline.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
+
+log = logging.getLogger(__name__)
 
 
 def read_yaml(text: str):
@@ -113,7 +120,10 @@ def apply_overrides(params: dict[str, Any], overrides: dict[str, Any]) -> dict[s
     return new
 
 
-# --- flow overrides (pipeline/orchestration/flow.py writes them; every stage checks for a leftover) ------
+# --- flow overrides: the flow's -S values written into params.yaml for one run ----------------
+# overridden_params writes them and puts the file back, recover_params restores the file after a
+# kill -9, and every stage refuses a leftover (load_params -> check_no_leftover_override). The one
+# place for overrides: the flow (pipeline/orchestration/flow.py) only calls into this module.
 
 BACKUP_SUFFIX = ".flow-backup"  # the original params.yaml while a flow run's -S overrides are in place
 RECORD_SUFFIX = ".flow-run"     # which process wrote them, and the sha256 of what it wrote
@@ -172,6 +182,123 @@ def check_no_leftover_override(path: Path) -> None:
     raise PipelineError(f"{path} still holds the -S overrides of {who}, which was interrupted; the original "
                         f"is in {backup}. Restore it with `python -m pipeline.orchestration.flow --restore-params` "
                         "(any flow run does it first)")
+
+
+def _round_trip():
+    """ruamel.yaml set up to write params.yaml back as it was written: comments, flow lists,
+    2-space indents and `null` kept (PyYAML's dump stripped every comment)."""
+    from ruamel.yaml import YAML
+
+    y = YAML()
+    y.preserve_quotes = True
+    y.width = 4096
+    y.indent(mapping=2, sequence=4, offset=2)
+    y.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    return y
+
+
+def _like(old: Any, value: Any) -> Any:
+    """`value` as a ruamel node styled like the `old` one (flow or block, and the blank line
+    or comment that trailed the old list)."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(value, list):
+        new = CommentedSeq(value)
+        if isinstance(old, CommentedSeq):
+            if old.fa.flow_style():
+                new.fa.set_flow_style()
+            if len(old) and len(new) and (len(old) - 1) in old.ca.items:
+                new.ca.items[len(new) - 1] = old.ca.items[len(old) - 1]
+        return new
+    if isinstance(value, dict):
+        new = CommentedMap(value)
+        if isinstance(old, CommentedMap) and old.fa.flow_style():
+            new.fa.set_flow_style()
+        return new
+    return value
+
+
+def render_overrides(text: str, overrides: dict[str, Any]) -> str:
+    """params.yaml's text with the overrides set, every comment and untouched line kept."""
+    y = _round_trip()
+    doc = y.load(text)
+    for key, value in overrides.items():
+        *parents, last = key.split(".")
+        node = doc
+        for part in parents:
+            node = node[part]
+        node[last] = _like(node.get(last), value)
+    buf = io.StringIO()
+    y.dump(doc, buf)
+    return buf.getvalue()
+
+
+def recover_params(root: str | Path, logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
+    """Put params.yaml back after a flow run that was killed (kill -9 skips its `finally`)
+    with its -S overrides still in place. Restored only when params.yaml is exactly what that
+    run wrote (or already the original); if someone edited it since, nothing is touched and the
+    error says what to do. A run that is still alive is left alone (it restores the file; a
+    gpu-deployment subflow of it runs on its overrides)."""
+    path = Path(root) / PARAMS_FILE
+    backup, record = override_files(path)
+    if not backup.exists():
+        record.unlink(missing_ok=True)  # a record without a backup is from a finished run
+        return
+    owner = override_owner(path)
+    if owner is not None and owner.running():
+        return  # not interrupted: that run restores params.yaml itself
+    original, current = backup.read_bytes(), path.read_bytes() if path.exists() else b""
+    written = owner.written_sha256 if owner is not None else None
+    if current != original and hashlib.sha256(current).hexdigest() != written:
+        raise PipelineError(f"{path} changed after an interrupted flow run wrote its overrides into it; the "
+                            f"original waits in {backup}. Compare the two, keep what you want in {path.name}, "
+                            f"then delete {backup.name}")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(original)
+    os.replace(tmp, path)
+    backup.unlink()
+    record.unlink(missing_ok=True)
+    who = f"flow run pid {owner.pid}" if owner is not None else "a flow run"
+    (logger or log).info(f"restored {path} from {backup.name}: {who} was interrupted with its -S overrides in place")
+
+
+@contextlib.contextmanager
+def overridden_params(root: str | Path, overrides: dict[str, Any],
+                      logger: logging.Logger | logging.LoggerAdapter | None = None) -> Iterator[dict[str, Any]]:
+    """params.yaml with the overrides for the duration of the run, then restored byte for
+    byte. The original waits in params.yaml.flow-backup and params.yaml.flow-run records this
+    process and what it wrote, so that after a kill -9 the next flow run restores it
+    (recover_params) and stages refuse to run on the leftover values (load_params)."""
+    recover_params(root, logger)
+    path = Path(root) / PARAMS_FILE
+    original = path.read_bytes()
+    params = read_yaml(original.decode()) or {}
+    new = apply_overrides(params, overrides)  # raises before anything is touched
+    # the whole file as the stages will see it (names and the launcher become paths and shell
+    # commands in dvc.yaml): checked before params.yaml is touched or DVC runs
+    validate_params(new, "params.yaml" + (" with the -S/--datasets overrides" if overrides else ""))
+    if not overrides:
+        yield params
+        return
+    backup, record = override_files(path)
+    if backup.exists():
+        owner = override_owner(path)
+        raise PipelineError(f"{backup} exists: flow run pid {owner.pid if owner else '?'} is running with its own "
+                            f"overrides in {path.name}; wait for it to finish (it restores {path.name})")
+    text = render_overrides(original.decode(), overrides).encode()
+    if read_yaml(text.decode()) != new:  # the round trip must write exactly the validated params
+        raise PipelineError(f"{path}: the overrides could not be written faithfully; params.yaml left unchanged")
+    backup.write_bytes(original)
+    write_override_record(path, hashlib.sha256(text).hexdigest())
+    try:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(text)
+        os.replace(tmp, path)
+        yield new
+    finally:
+        path.write_bytes(original)
+        backup.unlink()
+        record.unlink(missing_ok=True)
 
 
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:

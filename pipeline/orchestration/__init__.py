@@ -1,1 +1,3 @@
-"""Orchestration: the DVC DAG, parameter overrides, the DVC runner, launchers, status and the Prefect flow."""
+"""Orchestration: the DVC DAG (dag), the DVC runner (runner), the Prefect flow (flow, the only
+module that imports Prefect), launchers (launch) and the status view (status). Parameter
+overrides live in pipeline/config/params.py."""

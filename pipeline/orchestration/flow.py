@@ -8,6 +8,9 @@ there is no second list of stages here. Stages named in params.yaml `orchestrati
 get the Prefect tag `gpu` (the rest `cpu`) and, with `gpu_deployment` set, run as a subflow
 of that deployment on the GPU work pool (prefect.yaml, README "Watching runs in the Prefect UI").
 
+The only module here that imports Prefect: the DAG comes from dag.py, each stage runs through
+runner.py, and -S overrides are written and restored by pipeline/config/params.py.
+
     python -m pipeline.orchestration.flow                              # the whole DAG
     python -m pipeline.orchestration.flow --stages negatives --downstream -S negatives.seed=7
     python -m pipeline.orchestration.flow --list                       # DAG order and tags, no Prefect run
@@ -15,20 +18,13 @@ of that deployment on the GPU work pool (prefect.yaml, README "Watching runs in 
 from __future__ import annotations
 
 import argparse
-import collections
-import contextlib
-import hashlib
-import io
 import json
+import logging
 import os
-import re
 import socket
-import subprocess
 import sys
-import threading
 from pathlib import Path
-from typing import Any, Iterator
-
+from typing import Any
 
 # Before prefect is imported: its settings are read from the environment at import time.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -37,224 +33,14 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 
-from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.config.params import (apply_overrides, override_files, override_owner, parse_overrides,  # noqa: E402
-                             read_yaml, write_override_record)
+from pipeline.config.params import (PARAMS_FILE, apply_overrides, overridden_params, parse_overrides,  # noqa: E402
+                                    read_yaml, recover_params)
 from pipeline.config.sections import validate_params  # noqa: E402
+from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.orchestration.dag import check_stage_names, gpu_stage_names, load_dag, stage_names  # noqa: E402
+from pipeline.orchestration.runner import run_dvc_stages  # noqa: E402
 
-PARAMS_FILE = "params.yaml"
-RAN, UP_TO_DATE, RESTORED = "ran", "up to date", "restored from run cache"
-TAIL_LINES = 40
-
-_RUNNING = re.compile(r"^Running stage '([^']+)'")
-_SKIPPED = re.compile(r"^Stage '([^']+)' didn't change, skipping")
-_CACHED = re.compile(r"^Stage '([^']+)' is cached - skipping run")
-
-
-# --- the DAG, read from dvc.yaml ---------------------------------------------------------
-
-def stage_names(root: str | Path = ".") -> list[str]:
-    """Stage names (foreach/matrix groups unexpanded) in dvc.yaml order."""
-    path = Path(root) / "dvc.yaml"
-    if not path.exists():
-        raise PipelineError(f"{path}: not found (run from the repository root or pass --root)")
-    stages = (read_yaml(path.read_text()) or {}).get("stages") or {}
-    return list(stages)
-
-
-class Dag:
-    """Stage names in DAG order, each with its expanded DVC stages and its upstream stages."""
-
-    def __init__(self, order: list[str], members: dict[str, list[str]], upstream: dict[str, set[str]]):
-        self.order, self.members, self.upstream = order, members, upstream
-
-    def downstream_of(self, names: set[str]) -> set[str]:
-        out, changed = set(names), True
-        while changed:
-            changed = False
-            for s in self.order:
-                if s not in out and self.upstream[s] & out:
-                    out.add(s)
-                    changed = True
-        return out
-
-    def gates(self) -> set[str]:
-        """Stages every other stage depends on directly (check_params): run with any selection,
-        since a stage runs with --single-item and would otherwise skip them."""
-        others = lambda g: [s for s in self.order if s != g]  # noqa: E731
-        return {g for g in self.order if others(g) and all(g in self.upstream.get(s, ()) for s in others(g))}
-
-    def select(self, stages: list[str] | None, downstream: bool = False) -> list[str]:
-        if not stages:
-            return list(self.order)
-        check_stage_names(stages, self.order)
-        chosen = (self.downstream_of(set(stages)) if downstream else set(stages)) | self.gates()
-        return [s for s in self.order if s in chosen]
-
-
-def check_stage_names(stages: list[str], known: list[str]) -> None:
-    unknown = [s for s in stages if s not in known]
-    if unknown:
-        raise PipelineError(f"unknown stage(s) {', '.join(map(repr, unknown))}; "
-                            f"dvc.yaml has: {', '.join(known)}")
-
-
-def load_dag(root: str | Path = ".") -> Dag:
-    """Expanded stages and edges from DVC's index, grouped by stage name (`pretrain_domain`
-    covers every `pretrain_domain@<dataset>-<model>`), topologically ordered with ties in
-    dvc.yaml order."""
-    import networkx as nx
-    from dvc.repo import Repo
-
-    names = stage_names(root)
-    rank = {n: i for i, n in enumerate(names)}
-    group = lambda st: st.name.split("@", 1)[0]  # noqa: E731
-    with Repo(str(root)) as repo:
-        graph = repo.index.graph  # edges: dependent -> dependency
-        stages = list(nx.lexicographical_topological_sort(
-            graph.reverse(copy=True), key=lambda s: (rank.get(group(s), len(rank)), s.name)))
-        members: dict[str, list[str]] = {n: [] for n in names}
-        upstream: dict[str, set[str]] = {n: set() for n in names}
-        for s in stages:
-            members.setdefault(group(s), []).append(s.name)
-            upstream.setdefault(group(s), set())
-        for dependent, dependency in graph.edges:
-            if group(dependent) != group(dependency):
-                upstream[group(dependent)].add(group(dependency))
-    order: list[str] = []
-    todo = sorted(members, key=lambda n: rank.get(n, len(rank)))
-    while todo:
-        ready = [n for n in todo if upstream[n] <= set(order)]
-        if not ready:
-            raise PipelineError(f"stages {todo} depend on each other across their expansions; "
-                                "the flow needs an acyclic order of stage names")
-        order.append(ready[0])
-        todo.remove(ready[0])
-    return Dag(order, members, upstream)
-
-
-def gpu_stage_names(params: dict[str, Any]) -> set[str]:
-    """The one place GPU stages are named: params.yaml `orchestration.gpu_stages`."""
-    orch = params.get("orchestration") or {}
-    return set(orch.get("gpu_stages") or [])
-
-
-# --- params overrides ----------------------------------------------------------------------
-
-def _round_trip():
-    """ruamel.yaml set up to write params.yaml back as it was written: comments, flow lists,
-    2-space indents and `null` kept (PyYAML's dump stripped every comment)."""
-    from ruamel.yaml import YAML
-
-    y = YAML()
-    y.preserve_quotes = True
-    y.width = 4096
-    y.indent(mapping=2, sequence=4, offset=2)
-    y.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
-    return y
-
-
-def _like(old: Any, value: Any) -> Any:
-    """`value` as a ruamel node styled like the `old` one (flow or block, and the blank line
-    or comment that trailed the old list)."""
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
-    if isinstance(value, list):
-        new = CommentedSeq(value)
-        if isinstance(old, CommentedSeq):
-            if old.fa.flow_style():
-                new.fa.set_flow_style()
-            if len(old) and len(new) and (len(old) - 1) in old.ca.items:
-                new.ca.items[len(new) - 1] = old.ca.items[len(old) - 1]
-        return new
-    if isinstance(value, dict):
-        new = CommentedMap(value)
-        if isinstance(old, CommentedMap) and old.fa.flow_style():
-            new.fa.set_flow_style()
-        return new
-    return value
-
-
-def render_overrides(text: str, overrides: dict[str, Any]) -> str:
-    """params.yaml's text with the overrides set, every comment and untouched line kept."""
-    y = _round_trip()
-    doc = y.load(text)
-    for key, value in overrides.items():
-        *parents, last = key.split(".")
-        node = doc
-        for part in parents:
-            node = node[part]
-        node[last] = _like(node.get(last), value)
-    buf = io.StringIO()
-    y.dump(doc, buf)
-    return buf.getvalue()
-
-
-def recover_params(root: str | Path, log=print) -> None:
-    """Put params.yaml back after a flow run that was killed (kill -9 skips its `finally`)
-    with its -S overrides still in place. Restored only when params.yaml is exactly what that
-    run wrote (or already the original); if someone edited it since, nothing is touched and the
-    error says what to do. A run that is still alive is left alone (it restores the file; a
-    gpu-deployment subflow of it runs on its overrides)."""
-    path = Path(root) / PARAMS_FILE
-    backup, record = override_files(path)
-    if not backup.exists():
-        record.unlink(missing_ok=True)  # a record without a backup is from a finished run
-        return
-    owner = override_owner(path)
-    if owner is not None and owner.running():
-        return  # not interrupted: that run restores params.yaml itself
-    original, current = backup.read_bytes(), path.read_bytes() if path.exists() else b""
-    written = owner.written_sha256 if owner is not None else None
-    if current != original and hashlib.sha256(current).hexdigest() != written:
-        raise PipelineError(f"{path} changed after an interrupted flow run wrote its overrides into it; the "
-                            f"original waits in {backup}. Compare the two, keep what you want in {path.name}, "
-                            f"then delete {backup.name}")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(original)
-    os.replace(tmp, path)
-    backup.unlink()
-    record.unlink(missing_ok=True)
-    who = f"flow run pid {owner.pid}" if owner is not None else "a flow run"
-    log(f"restored {path} from {backup.name}: {who} was interrupted with its -S overrides in place")
-
-
-@contextlib.contextmanager
-def overridden_params(root: str | Path, overrides: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """params.yaml with the overrides for the duration of the run, then restored byte for
-    byte. The original waits in params.yaml.flow-backup and params.yaml.flow-run records this
-    process and what it wrote, so that after a kill -9 the next flow run restores it
-    (recover_params) and stages refuse to run on the leftover values (load_params)."""
-    recover_params(root)
-    path = Path(root) / PARAMS_FILE
-    original = path.read_bytes()
-    params = read_yaml(original.decode()) or {}
-    new = apply_overrides(params, overrides)  # raises before anything is touched
-    # the whole file as the stages will see it (names and the launcher become paths and shell
-    # commands in dvc.yaml): checked before params.yaml is touched or DVC runs
-    validate_params(new, "params.yaml" + (" with the -S/--datasets overrides" if overrides else ""))
-    if not overrides:
-        yield params
-        return
-    backup, record = override_files(path)
-    if backup.exists():
-        owner = override_owner(path)
-        raise PipelineError(f"{backup} exists: flow run pid {owner.pid if owner else '?'} is running with its own "
-                            f"overrides in {path.name}; wait for it to finish (it restores {path.name})")
-    text = render_overrides(original.decode(), overrides).encode()
-    if read_yaml(text.decode()) != new:  # the round trip must write exactly the validated params
-        raise PipelineError(f"{path}: the overrides could not be written faithfully; params.yaml left unchanged")
-    backup.write_bytes(original)
-    write_override_record(path, hashlib.sha256(text).hexdigest())
-    try:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(text)
-        os.replace(tmp, path)
-        yield new
-    finally:
-        path.write_bytes(original)
-        backup.unlink()
-        record.unlink(missing_ok=True)
+log = logging.getLogger(__name__)
 
 
 # --- the temporary Prefect server of a killed run ------------------------------------------
@@ -278,7 +64,7 @@ def record_temporary_server(root: str | Path) -> None:
             {"server_pids": pids, "flow_pid": os.getpid(), "host": socket.gethostname()}) + "\n")
 
 
-def stop_orphaned_server(root: str | Path, log=print) -> list[int]:
+def stop_orphaned_server(root: str | Path) -> list[int]:
     """Stop the temporary Prefect server a killed flow run left running (only a process whose
     command line is Prefect's server, so a reused pid is never hit); returns the pids stopped."""
     import psutil
@@ -310,60 +96,17 @@ def stop_orphaned_server(root: str | Path, log=print) -> list[int]:
             continue
     record.unlink(missing_ok=True)
     if stopped:
-        log(f"stopped the temporary Prefect server (pid {', '.join(map(str, stopped))}) left running by flow "
+        log.info(f"stopped the temporary Prefect server (pid {', '.join(map(str, stopped))}) left running by flow "
             f"run pid {flow_pid}, which was killed")
     return stopped
 
 
-# --- running one stage ---------------------------------------------------------------------
-
-def dvc_env() -> dict[str, str]:
-    bindir = str(Path(sys.executable).parent)
-    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-
-def run_dvc_stages(members: list[str], root: str | Path, log=print) -> dict[str, str]:
-    """`dvc repro --single-item <members>`: every output line goes to `log`; returns
-    {expanded stage: ran | up to date | restored from run cache}."""
-    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", *members]
-    log(f"$ dvc repro --single-item {' '.join(members)}")
-    proc = subprocess.Popen(cmd, cwd=root, env=dvc_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, bufsize=1)
-    status: dict[str, str] = {}
-    err_tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    lock = threading.Lock()
-
-    def pump(stream, is_err: bool) -> None:
-        for line in stream:
-            line = line.rstrip("\n")
-            with lock:
-                for rx, what in ((_RUNNING, RAN), (_SKIPPED, UP_TO_DATE), (_CACHED, RESTORED)):
-                    m = rx.match(line)
-                    if m:
-                        status[m.group(1)] = what
-                if is_err:
-                    err_tail.append(line)
-                if line.strip():
-                    log(line)
-
-    threads = [threading.Thread(target=pump, args=(proc.stdout, False), daemon=True),
-               threading.Thread(target=pump, args=(proc.stderr, True), daemon=True)]
-    for t in threads:
-        t.start()
-    rc = proc.wait()
-    for t in threads:
-        t.join()
-    if rc != 0:
-        failed = [m for m, s in status.items() if s == RAN][-1:] or members
-        raise RuntimeError(f"stage {failed[0]} failed (dvc repro exit {rc}); stderr tail:\n"
-                           + "\n".join(err_tail))
-    return {m: status.get(m, UP_TO_DATE) for m in members}
-
+# --- the flow: one task per stage ---------------------------------------------------------
 
 @task(name="dvc-stage")
 def dvc_stage(stage: str, members: list[str], root: str = ".") -> dict[str, str]:
     logger = get_run_logger()
-    result = run_dvc_stages(members, root, log=logger.info)
+    result = run_dvc_stages(members, root, logger)
     for m, s in result.items():
         logger.info(f"{m}: {s}")
     return result
@@ -406,7 +149,7 @@ def llmrec(stages: list[str] | None = None, downstream: bool = False, datasets: 
     if datasets is not None:
         overrides["datasets"] = list(datasets)
     results: dict[str, dict[str, str]] = {}
-    with overridden_params(root, overrides) as current:
+    with overridden_params(root, overrides, logger) as current:
         dag = load_dag(root)
         gpu = gpu_stage_names(current)
         for stage in dag.select(stages, downstream):
@@ -446,6 +189,30 @@ def check_api(url: str, timeout: float = 5.0) -> None:
             "  (and `prefect config unset PREFECT_API_URL` if your profile sets it)") from None
 
 
+class _Stderr(logging.Handler):
+    """Bare lines on whatever sys.stderr is when they are written, as print(..., file=sys.stderr)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def show_logs() -> None:
+    """The pipeline's notes (INFO and up: a restored params.yaml, a stopped orphaned server, the
+    temporary-server hint) on stderr as bare lines. Not logging.basicConfig: importing Prefect has
+    configured the root logger already (WARNING, its console handler), so basicConfig would do
+    nothing; the records stay off the root handlers, which would print them a second time.
+    Inside the flow, tasks log through Prefect's run logger (their lines are in the Prefect UI)."""
+    logger = logging.getLogger("pipeline")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        logger.addHandler(_Stderr())  # the default format: "%(message)s"
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline.orchestration.flow", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -463,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--restore-params", action="store_true",
                    help="put params.yaml back from params.yaml.flow-backup after an interrupted run, and exit")
     args = p.parse_args(argv)
+    show_logs()
     try:
-        recover_params(args.root, log=lambda m: print(m, file=sys.stderr))
-        stop_orphaned_server(args.root, log=lambda m: print(m, file=sys.stderr))
+        recover_params(args.root)
+        stop_orphaned_server(args.root)
         if args.restore_params:
             return 0
         check_stage_names(args.stages or [], stage_names(args.root))
@@ -484,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         if url:
             check_api(url)
         else:
-            print("PREFECT_API_URL is not set: running with a temporary local Prefect server "
-                  "(start `prefect server start` to keep runs in the UI)", file=sys.stderr)
+            log.info("PREFECT_API_URL is not set: running with a temporary local Prefect server "
+                     "(start `prefect server start` to keep runs in the UI)")
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -85,7 +85,7 @@ def stage_metrics(root: Path, paths: list[str], limit: int | None) -> str:
 def rows(root: str | Path = ".", stages: list[str] | None = None, limit: int | None = 4) -> list[tuple[str, str, str]]:
     from dvc.repo import Repo
 
-    from pipeline.orchestration.flow import check_stage_names, load_dag, stage_names
+    from pipeline.orchestration.dag import check_stage_names, load_dag, stage_names
 
     root = Path(root)
     check_stage_names(stages or [], stage_names(root))
