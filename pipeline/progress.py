@@ -19,7 +19,7 @@ EVERY = 30.0  # seconds between lines off a terminal
 log = logging.getLogger(__name__)
 
 
-class _StderrHandler(logging.StreamHandler):
+class StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time of each record (a test's capture, a
     redirected stream), not the one it was created with."""
 
@@ -32,17 +32,20 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def setup_logging(level: int = logging.INFO) -> None:
+def setup_logging(level: int = logging.INFO, name: str = "") -> None:
     """Every module logs through `logging.getLogger(__name__)`; a stage's records go to stderr as
     bare lines (the modules tag them, e.g. `[kcore]`). A StreamHandler flushes each record, so
     they show at once in a log file, CI and the Prefect task logs (the flow relays a stage's
-    stdout and stderr line by line). Idempotent."""
-    root = logging.getLogger()
-    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        handler = _StderrHandler()
+    stdout and stderr line by line). Idempotent. `name` sets up one logger instead of the root
+    and keeps its records off the root's handlers (the flow: Prefect owns the root logger)."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(h, StderrHandler) for h in logger.handlers):
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        root.addHandler(handler)
-    root.setLevel(level)
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    if name:
+        logger.propagate = False
 
 
 class Progress:

@@ -37,6 +37,7 @@ from pipeline.config.params import (PARAMS_FILE, apply_overrides, overridden_par
                                     read_yaml, recover_params)
 from pipeline.config.sections import validate_params  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.progress import setup_logging  # noqa: E402
 from pipeline.orchestration.dag import check_stage_names, gpu_stage_names, load_dag, stage_names  # noqa: E402
 from pipeline.orchestration.runner import run_dvc_stages  # noqa: E402
 
@@ -189,28 +190,13 @@ def check_api(url: str, timeout: float = 5.0) -> None:
             "  (and `prefect config unset PREFECT_API_URL` if your profile sets it)") from None
 
 
-class _Stderr(logging.Handler):
-    """Bare lines on whatever sys.stderr is when they are written, as print(..., file=sys.stderr)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stderr.write(self.format(record) + "\n")
-            sys.stderr.flush()
-        except Exception:
-            self.handleError(record)
-
-
 def show_logs() -> None:
     """The pipeline's notes (INFO and up: a restored params.yaml, a stopped orphaned server, the
     temporary-server hint) on stderr as bare lines. Not logging.basicConfig: importing Prefect has
     configured the root logger already (WARNING, its console handler), so basicConfig would do
     nothing; the records stay off the root handlers, which would print them a second time.
     Inside the flow, tasks log through Prefect's run logger (their lines are in the Prefect UI)."""
-    logger = logging.getLogger("pipeline")
-    if not any(isinstance(h, _Stderr) for h in logger.handlers):
-        logger.addHandler(_Stderr())  # the default format: "%(message)s"
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    setup_logging(name="pipeline")
 
 
 def main(argv: list[str] | None = None) -> int:
