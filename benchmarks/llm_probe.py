@@ -16,7 +16,7 @@ the top-K HR@1 (1 + 19 test candidates) of scorers built from the state: the pro
 (or item row) dotted with the candidates' head rows; the frozen LLM's own answer logits; the
 oracle (the true user row with the tied head: the domain model's ranking, since pre-loading
 preserves its dot products); and chance. Each is run on the prompts as built and with the user
-named again at the answer (`prompts.user_token_at_answer`, the same words `pipeline.llm.prompts`
+named again at the answer (`prompts.user_token_at_answer`, the same words `pipeline.llm.prompts.render`
 renders), so the probe says whether that option makes the user readable where the answer is.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.llm.encoding import prompt_batch  # noqa: E402
 from pipeline.llm.forward import prompt_forward  # noqa: E402
 from pipeline.llm.tokens import user_text  # noqa: E402
-from pipeline.llm.prompts import user_at_answer  # noqa: E402
+from pipeline.llm.prompts.render import user_at_answer  # noqa: E402
 
 ANSWER = "Answer:"
 

@@ -26,7 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline import paths  # noqa: E402
 from pipeline.llm.sft import SFTConfig, batch_indices, training_pairs  # noqa: E402
 from pipeline.config.params import apply_overrides, parse_overrides, read_yaml, validate_params  # noqa: E402
-from pipeline.llm.prompts import Renderer, build_specs, domain_for, item_texts, load_inputs, render_table  # noqa: E402
+from pipeline.llm.prompts.build import build_specs  # noqa: E402
+from pipeline.llm.prompts.inputs import item_texts, load_inputs  # noqa: E402
+from pipeline.llm.prompts.render import Renderer, domain_for, render_table  # noqa: E402
 from stages.build_prompts import config as prompts_config, evaluated_users  # noqa: E402
 from stages.negatives import config as negatives_config  # noqa: E402
 

@@ -10,7 +10,10 @@ from pipeline import paths
 from pipeline.artifacts import atomic_dir, write_json, write_parquet
 from pipeline.cli import dataset_parser, run
 from pipeline.config.params import get, load_params, section
-from pipeline.llm.prompts import RENDERS, SPLITS, PromptsConfig, build_all, item_tables, load_inputs
+from pipeline.llm.prompts.build import build_all, item_tables
+from pipeline.llm.prompts.config import PromptsConfig
+from pipeline.llm.prompts.inputs import load_inputs
+from pipeline.llm.prompts.schema import RENDERS, SPLITS
 from stages.negatives import config as negatives_config
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import torch
 
 from pipeline.llm.tokens import item_token, user_token
 from pipeline.llm.vocab import expand_vocab
-from pipeline.llm.prompts import user_at_answer
+from pipeline.llm.prompts.render import user_at_answer
 from tests.llm_tiny import tiny_llama, tiny_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

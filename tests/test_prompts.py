@@ -15,8 +15,11 @@ import pytest
 from pipeline.errors import PipelineError
 from pipeline.llm.tokens import item_text
 from pipeline.data.negatives import NegativesConfig, make_all
-from pipeline.llm.prompts import (SCHEMA, Inputs, PromptsConfig, Spec, build_all, check_leakage,
-                              load_inputs)
+from pipeline.llm.prompts.build import build_all
+from pipeline.llm.prompts.config import PromptsConfig
+from pipeline.llm.prompts.inputs import Inputs, load_inputs
+from pipeline.llm.prompts.leakage import check_leakage
+from pipeline.llm.prompts.schema import SCHEMA, Spec
 from tests.helpers import random_log
 
 ITEM_RE = {"tokens": re.compile(r"<iid_(\d+)>"), "text": re.compile(r"\bitem (\d+)\b")}
@@ -432,7 +435,7 @@ def test_pair_prompts_rebuild_every_interaction_prompt(built, tmp_path):
     """pair_prefix + an item's pair_suffix is exactly the interaction prompt of that pair, so
     BDLM's DRS reads h for any (row, candidate) from the same wording the LLM trained on."""
     inputs, tables, _ = built
-    from pipeline.llm.prompts import item_tables
+    from pipeline.llm.prompts.build import item_tables
     items = item_tables(inputs, cfg(), "ml-tiny")
     for render in ("tokens", "text"):
         suffix = items[render]["pair_suffix"].to_pylist()
