@@ -16,7 +16,8 @@ from pipeline.cli import dataset_parser, run
 from pipeline.errors import PipelineError
 from pipeline.eval.floors import FLOORS
 from pipeline.config.params import get, load_params, section
-from pipeline.eval.report import markdown, read_metrics, table_rows
+from pipeline.eval.report.baselines import markdown, table_rows
+from pipeline.eval.report.inputs import read_metrics
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,9 @@ from pipeline import paths
 from pipeline.artifacts import atomic_path, write_json
 from pipeline.cli import dataset_parser, run
 from pipeline.config.params import get, load_params, section
-from pipeline.eval.report import build_report, collect, markdown_report
+from pipeline.eval.report.build import build_report
+from pipeline.eval.report.inputs import collect
+from pipeline.eval.report.markdown import markdown_report
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """The report stage: BDLM Table 3 / ablations / Table 4 / lambda sweep / Cao et al. tables, the
-give-away flag and the paired tests, from metrics + outcome files written for a fake dataset by
-the real writer (pipeline.eval.evaluator.write_scores) from tiny synthetic per-user outcomes, checked
-against hand-computed values."""
+give-away flag, the markdown, the plot data and the stage's files, from the metrics + outcome files
+of tests/report_data.py (the real writer on tiny synthetic per-user outcomes), checked against
+hand-computed values. The paired tests, the input checks and the baseline table have their own
+test_report_*.py."""
 from __future__ import annotations
 
 import json
@@ -14,125 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.eval import metrics
-from pipeline.errors import PipelineError
-from pipeline.eval.evaluator import write_scores
-from pipeline.eval.report import build_report, collect, lambda_curve, markdown_report, table3
+from pipeline.eval.report.build import build_report
+from pipeline.eval.report.inputs import collect
+from pipeline.eval.report.lambda_sweep import lambda_curve
+from pipeline.eval.report.markdown import markdown_report
+from pipeline.eval.report.tables import table3
 from stages.report import write_report
 from tests.helpers import REPO
-
-DS = "fake"
-CFG = metrics.StatsConfig(confidence=0.95, bootstrap_samples=100, seed=0)
-LLM_USERS = np.arange(20)       # the LLM user subset: every LLM / joint row is scored on these
-ALL_USERS = np.arange(40)       # the domain models and floors: every test user
-
-
-def outcomes(hits: set[int], users=LLM_USERS, binary: float | None = None, extra_hits=(), ranking=False,
-             retrieval=False, rating=False, seed=0):
-    """Per-user outcomes: top-K rank 0 (HR@1 hit) for `hits` and `extra_hits`, rank 3 otherwise;
-    with `binary`, a valid and a test interaction set (1 positive + 1 negative per user) whose
-    positive scores `binary` above its negative plus noise."""
-    rng = np.random.default_rng(seed)
-    users = np.asarray(users)
-    hit = np.isin(users, list(hits) + list(extra_hits))
-    out = metrics.Outcomes()
-    out.ranks("topk", users, np.where(hit, 0, 3))
-    if ranking:
-        out.ranks("ranking", users, np.where(hit, 0, 7))
-    if retrieval:
-        out.ranks("retrieval", users, np.where(hit, 2, 30))
-        out.ranks("retrieval_unmasked", users, np.where(hit, 4, 40))
-    if binary is not None:
-        for split in ("valid", "test"):
-            pos = binary + rng.normal(0, 0.5, len(users))
-            neg = rng.normal(0, 0.5, len(users))
-            out.binary(split, np.repeat(users, 2), np.tile([1, 0], len(users)), np.column_stack([pos, neg]).ravel())
-    if rating:
-        out.rating(users, np.full(len(users), 4.0), np.where(hit, 4.0, 3.0))
-    return out.table()
-
-
-def score(data: Path, kind: str, name: str, table, header: dict, subsets=None) -> dict:
-    return write_scores(table, CFG, {"dataset": DS, **header}, data / "metrics" / kind / DS / f"{name}.json",
-                        data / "outcomes" / kind / DS / f"{name}.parquet", subsets)
-
-
-def domain(data: Path, name: str, llm_hits: set[int], **kw) -> dict:
-    # users 20..39 (outside the LLM subset) all hit: a test that forgot to restrict to the LLM
-    # subset would see a different HR@1
-    return score(data, "domain", name, outcomes(llm_hits, ALL_USERS, extra_hits=range(20, 40), **kw),
-                 {"model": name}, {"llm_users": LLM_USERS})
-
-
-def joint(data: Path, name: str, lam: float | None, llm: dict, drs: dict) -> None:
-    """A joint experiment's file: its two sides scored by write_scores (outcomes <name>-llm/-drs)."""
-    sides = {}
-    for side, kw in (("llm", llm), ("drs", drs)):
-        s = score(data, "joint", f"{name}-{side}", outcomes(**kw), {})
-        (data / "metrics" / "joint" / DS / f"{name}-{side}.json").unlink()  # only the joint file is a row
-        sides[side] = {k: v for k, v in s.items() if k not in ("dataset", "schema", "confidence")}
-    obj = {"dataset": DS, "experiment": name, "domain_model": "lightgcn", "schema": 2, "users_scored": 20, **sides}
-    if lam is not None:
-        obj["lambda"] = lam
-    put(data, "joint", name, obj)
-
-
-def put(data: Path, kind: str, name: str, obj) -> Path:
-    f = data / "metrics" / kind / DS / f"{name}.json"
-    f.parent.mkdir(parents=True, exist_ok=True)
-    f.write_text(obj if isinstance(obj, str) else json.dumps(obj))
-    return f
-
-
-def giveaway(data: Path, gives_away: bool) -> None:
-    hr, low, high = (0.23, 0.2, 0.26) if gives_away else (0.012, 0.007, 0.021)
-    rows = [{"set": "test_topk", "scorer": "centrality", "HR@1": hr, "low": low, "high": high, "chance": 0.05,
-             "beats_chance": gives_away, "users": 943}]
-    flagged = ["centrality on test_topk: HR@1 0.230 [0.200, 0.260] vs chance 0.050"] if gives_away else []
-    f = data / "metrics" / "giveaway" / f"{DS}.json"
-    f.parent.mkdir(parents=True, exist_ok=True)
-    f.write_text(json.dumps({"dataset": DS, "text_anchor": "positive" if gives_away else "history",
-                             "text_backend": "tfidf", "rows": rows, "gives_away": gives_away, "flagged": flagged}))
-
-
-TEN = set(range(10))
+from tests.report_data import DS, giveaway, joint, put, write_inputs
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    """Hits on the 20 LLM users (HR@1 = hits / 20): BDLM-llm, BDLM-drs, LLM-only SFT and LGCN
-    hit users 0-9 (.50), NCF 0-6 (.35), MostPop 0-1 (.10); gru4rec, bert4rec, itemknn, gmf,
-    sasrec, no_pe, no_aux and the NCF joint experiment are missing."""
-    d = tmp_path_factory.mktemp("built") / "data"
-    (d / "metrics" / "split").mkdir(parents=True)
-    (d / "metrics" / "split" / f"{DS}.json").write_text(json.dumps({"evaluated_users": 40}))
-    domain(d, "ncf", set(range(7)), binary=1.0)
-    domain(d, "lightgcn", TEN, ranking=True, retrieval=True)
-    domain(d, "mostpop", {0, 1})
-    domain(d, "mf_rating", {0}, rating=True)
-    for m in ("ncf", "lightgcn"):
-        put(d, "pretrain", m, {"train_seconds": 12.0, "history": [{"epoch": 1, "loss": 0.5}]})
-    score(d, "floors", "random", outcomes({3}, ALL_USERS, binary=0.0, ranking=True), {"floor": "random"},
-          {"llm_users": LLM_USERS})
-    score(d, "floors", "centrality", outcomes(set(), ALL_USERS, ranking=True), {"floor": "centrality"},
-          {"llm_users": LLM_USERS})
-    s = score(d, "llm", "full", outcomes(TEN, binary=2.0, ranking=True), {"variant": "full", "vocab": "pe"})
-    put(d, "llm", "full", {**s, "prompts_truncated": 0, "eval_seconds": 3.0})
-    s = score(d, "llm", "no_et", outcomes({0, 1, 2}, ranking=True), {"variant": "no_et", "vocab": "text"})
-    put(d, "llm", "no_et", {**s, "not_computed": {"retrieval": "ids as plain text"}})
-    put(d, "sft", "full", {"history": [{"step": 1, "loss": 3.0, "lr": 1e-4}, {"step": 2, "loss": 2.0, "lr": 1e-4}],
-                           "train_seconds": 60.0,
-                           "curve": [{"step": 0, "samples": 0, "valid_topk_HR@1": 0.05},
-                                     {"step": 2, "samples": 16, "valid_topk_HR@1": 0.1}]})
-    put(d, "sft", "no_et", {"history": [{"step": 1, "loss": 4.0, "lr": 1e-4}], "train_seconds": 30.0})
-    put(d, "joint_train", "bdlm", {"train_seconds": 90.0, "lambda": 0.01,
-                                   "history": [{"step": 1, "llm_loss": 2.5, "drs_loss": 0.7}]})
-    joint(d, "bdlm", 0.01, {"hits": TEN, "binary": 2.0}, {"hits": TEN, "binary": 1.5})
-    joint(d, "wo_jl", 0.0, {"hits": set(range(6))}, {"hits": set(range(5))})
-    joint(d, "wo_et", 0.01, {"hits": {0, 1}}, {"hits": set(range(4))})
-    joint(d, "lambda_1e-1", None, {"hits": set(range(8))}, {"hits": set(range(12))})  # lambda only in the name
-    giveaway(d, False)
-    return d
+    return write_inputs(tmp_path_factory.mktemp("built") / "data")
 
 
 @pytest.fixture
@@ -199,55 +94,6 @@ def test_giveaway_flag(data):
     rep = build_report(collect(data, DS))
     assert rep["giveaway"]["present"] is False and f"data/metrics/giveaway/{DS}.json" in rep["missing"]
     assert f"`dvc repro evaluate_floors@{DS}`" in markdown_report(rep)
-
-
-def test_paired_tests_hand_computed(built):
-    """Table 3 family, 6 tests run on the 20 LLM users: BDLM-llm vs NCF (b10 = 3, b01 = 0:
-    exact p = 2 * .5^3 = .25), vs LGCN and vs LLM-only SFT (no discordant user: p = 1), vs
-    MostPop (b10 = 8, b01 = 0: p = 2 * .5^8 = .0078125), vs InstructRec-style (b10 = 7:
-    p = 2 * .5^7) and BDLM-drs vs LGCN (p = 1). Holm: MostPop .0078125 * 6 = .046875 < .05,
-    significant; NCF max(.25 * 4, ...) = 1, not."""
-    rep = build_report(collect(built, DS))
-    pt = rep["paired_tests"]
-    fam = {(x["a"], x["b"]): x for x in pt["families"]["table3"]}
-    assert list(fam) == [("BDLM-llm", "NCF"), ("BDLM-llm", "LGCN"), ("BDLM-llm", "MostPop"),
-                         ("BDLM-llm", "InstructRec-style (text-only SFT)"), ("BDLM-llm", "LLM-only SFT"),
-                         ("BDLM-drs", "LGCN")]
-    most = fam[("BDLM-llm", "MostPop")]
-    assert (most["n"], most["method"], most["diff"]) == (20, "mcnemar", pytest.approx(0.4))
-    assert most["p"] == pytest.approx(2 * 0.5 ** 8) and most["p_holm"] == pytest.approx(6 * 2 * 0.5 ** 8)
-    assert most["significant"] and most["verdict"] == "significant (BDLM-llm above MostPop)"
-    ncf = fam[("BDLM-llm", "NCF")]
-    assert (ncf["p"], ncf["p_holm"], ncf["significant"]) == (pytest.approx(0.25), 1.0, False)
-    assert ncf["verdict"] == "not distinguishable from noise at n=20"
-    skipped = {(s["a"], s["b"]) for s in pt["skipped"]}
-    assert ("BDLM-llm", "GRU4Rec") in skipped and ("w/o JL (llm)", "w/o ET (llm)") not in skipped
-    assert ("w/o JL (llm)", "w/o PE (llm)") in skipped
-    abl = {(x["a"], x["b"]): x for x in pt["families"]["ablation"]}
-    assert abl[("w/o JL (llm)", "w/o ET (llm)")]["diff"] == pytest.approx(0.2)  # 6 vs 2 hits of 20
-    # the claims section reads the same tests
-    claims = {c["claim"]: c for c in rep["claims"]}
-    assert claims["BDLM-drs > its domain model (LGCN)"]["verdict"] == "not shown"
-    assert claims["ablation order on the llm side: BDLM > w/o JL > w/o PE, w/o ET"]["verdict"] == "not shown"
-    assert claims["the λ curve rises above λ = 0 (and falls again at the largest λ)"]["verdict"] in (
-        "not shown", "supported")
-    # domain vs domain: restricted to the LLM subset too (NCF 7 vs MostPop 2 hits of 20: b10 = 5)
-    nm = next(x for x in pt["families"]["vs_mostpop"] if x["a"] == "NCF")
-    assert (nm["n"], nm["users"], nm["p"]) == (20, "the LLM user subset", pytest.approx(2 * 0.5 ** 5))
-    # lambda: each point vs lambda 0 (wo_jl), per side
-    assert [(x["a"], x["b"]) for x in pt["families"]["lambda"]] == [
-        ("λ=0.01 (llm)", "λ=0 (llm)"), ("λ=0.01 (drs)", "λ=0 (drs)"), ("λ=0.1 (llm)", "λ=0 (llm)"),
-        ("λ=0.1 (drs)", "λ=0 (drs)")]
-    md = markdown_report(rep)
-    section = md.split("## Paired tests")[1].split("## Training")[0]
-    # McNemar's interval: diff +- 1.96 * sqrt(b10 + b01 - (b10 - b01)^2 / n) / n
-    assert ("| BDLM-llm | MostPop | top-K HR@1 | 20 | +.400 [.185, .615] | .008 | .047 |"
-            " significant (BDLM-llm above MostPop) |") in section
-    assert "## The paper's BDLM claims, on this run" in md
-    assert ("| BDLM-llm | NCF | top-K HR@1 | 20 | +.150 [-.006, .306] | .250 | 1.000 |"
-            " not distinguishable from noise at n=20 |") in section
-    assert f"- `data/outcomes/domain/{DS}/gru4rec.parquet`: BDLM-llm vs GRU4Rec" in section
-    assert json.loads(json.dumps(rep["paired_tests"])) == rep["paired_tests"]  # JSON as is
 
 
 def test_other_tables_and_plot_data(built):
@@ -317,49 +163,6 @@ def test_missing_inputs_are_listed_not_fatal(built, tmp_path):
     assert saved["table3"]["improvement"]["HR@1"] is None and saved["paired_tests"]["families"]["table3"] == []
 
 
-@pytest.mark.parametrize("kind,name,content,match", [
-    ("llm", "full", "{not json", r"llm/fake/full\.json: not a readable JSON"),
-    ("domain", "ncf", {"topk": {"HR@1": "0.3"}}, r"domain/fake/ncf\.json: 'topk\.HR@1' is '0\.3', not a number"),
-    ("domain", "gmf", [1, 2], r"domain/fake/gmf\.json: expected a JSON object, got list"),
-    ("joint", "bdlm", {"llm": {}}, r"joint/fake/bdlm\.json: joint metrics need an 'drs'"),
-    ("joint", "wo_jl", {"llm": {}, "drs": {"binary": 3}}, r"joint/fake/wo_jl\.json \[drs\]: 'binary' should map"),
-    ("llm", "no_pe", {"users_scored": "all"}, r"llm/fake/no_pe\.json: 'users_scored' is 'all'"),
-    ("sft", "full", {"history": {"step": 1}}, r"sft/fake/full\.json: 'history' should be a list"),
-    ("floors", "random", {"schema": 2, "ci": {"topk/HR@1": 0.3}}, r"floors/fake/random\.json: 'ci\.topk/HR@1' is 0\.3"),
-])
-def test_malformed_metrics_file_is_named(data, kind, name, content, match):
-    put(data, kind, name, content)
-    with pytest.raises(PipelineError, match=match):
-        collect(data, DS)
-
-
-@pytest.mark.parametrize("kind,name,content,match", [
-    # the old format: no schema, no intervals
-    ("domain", "ncf", {"model": "ncf", "topk": {"HR@1": 0.3}},
-     r"domain/fake/ncf\.json: old metrics format \('schema' is None, not 2\).*`dvc repro evaluate_domain@fake-ncf`"),
-    ("llm", "full", {"variant": "full", "users_scored": 20, "topk": {"HR@1": 0.3}},
-     r"llm/fake/full\.json: old metrics format.*`dvc repro evaluate_llm@fake-full`"),
-    ("joint", "bdlm", {"schema": 2, "llm": {"ci": {}}, "drs": {"topk": {"HR@1": 0.3}}},
-     r"joint/fake/bdlm\.json: old metrics format \(no intervals \('ci'\) in \[drs\]\).*evaluate_joint@fake-bdlm"),
-    ("floors", "centrality", {"schema": 2, "ci": {}, "llm_users": {"topk": {}}},
-     r"floors/fake/centrality\.json: old metrics format.*\[llm_users\].*`dvc repro evaluate_floors@fake`"),
-])
-def test_old_schema_file_names_the_file_and_the_stage(data, kind, name, content, match):
-    put(data, kind, name, content)
-    with pytest.raises(PipelineError, match=match):
-        collect(data, DS)
-
-
-def test_broken_giveaway_or_outcomes_file_is_named(data):
-    (data / "metrics" / "giveaway" / f"{DS}.json").write_text(json.dumps({"gives_away": "no"}))
-    with pytest.raises(PipelineError, match=r"giveaway/fake\.json: 'gives_away' is 'no'"):
-        collect(data, DS)
-    giveaway(data, False)
-    (data / "outcomes" / "domain" / DS / "mostpop.parquet").write_text("not parquet")
-    with pytest.raises(PipelineError, match=r"outcomes/domain/fake/mostpop\.parquet: not a readable outcomes"):
-        build_report(collect(data, DS))
-
-
 def test_stage_cli(data):
     root = data.parent
     (root / "params.yaml").write_text("llm:\n  variants: [full, no_et]\n")
@@ -390,37 +193,3 @@ def test_lambda_curve_prefers_lambda_0_over_wo_jl(data):
     pt = build_report(inp)["paired_tests"]["families"]["lambda"]
     assert {x["b_outcomes"] for x in pt} == {f"data/outcomes/joint/{DS}/lambda_0-llm.parquet",
                                               f"data/outcomes/joint/{DS}/lambda_0-drs.parquet"}
-
-
-def test_baselines_table_all_users_with_floors(data, monkeypatch):
-    """stage baselines: every test user (top-level blocks), intervals, the floors, AUC, masked
-    and unmasked retrieval."""
-    from pipeline.eval.report import markdown, table_rows
-    from stages.baselines import collect_results
-
-    monkeypatch.chdir(data.parent)
-    rows = table_rows(collect_results(DS, ["ncf", "lightgcn", "mostpop"]))
-    assert [r["model"] for r in rows] == ["NCF", "LGCN", "MostPop", "Random", "Centrality (title)",
-                                          "Centrality + pop."]
-    assert rows[0]["topk/HR@1"] == 27 / 40 and rows[0]["users_scored"] == 40 and rows[0]["train_seconds"] == 12.0
-    assert rows[1]["retrieval/Recall@10"] == 0.75 and rows[1]["retrieval_unmasked/Recall@10"] == 0.75
-    assert not rows[5]["present"]
-    md = markdown(rows, "t")
-    assert "| model | top-K HR@1 | top-K HR@2 | prec | rec | f1 | AUC | masked Recall@10 | masked NDCG@10 |" \
-           " unmasked Recall@10 | unmasked NDCG@10 | ranking HR@1 | ranking NDCG@10 | users | train s |" in md
-    assert "| NCF | .675 [.520, .799] |" in md and "| Centrality + pop. | - |" in md
-    assert f"`data/metrics/floors/{DS}/centrality_pop.json (`dvc repro evaluate_floors@{DS}`)`" in md
-    assert "Every row on every test user (40)" in md
-    put(data, "domain", "mostpop", {"model": "mostpop", "topk": {"HR@1": 0.1}})
-    with pytest.raises(PipelineError, match=r"mostpop\.json: old metrics format.*evaluate_domain@fake-mostpop"):
-        collect_results(DS, ["mostpop"])
-
-
-def test_per_user_outcomes_for_the_paired_tests():
-    """HR@k as 0/1 hits (McNemar), NDCG@k as reals (paired bootstrap), NaN for a user with no row."""
-    from pipeline.eval.report import per_user
-
-    t = outcomes({0}, users=np.arange(3))  # top-K ranks 0, 3, 3
-    assert per_user(t, "topk", "HR@1", np.array([1, 0])).tolist() == [0.0, 1.0]
-    got = per_user(t, "topk", "NDCG@10", np.array([1, 0, 5]))
-    assert got[:2] == pytest.approx([1 / np.log2(5), 1.0]) and np.isnan(got[2])
