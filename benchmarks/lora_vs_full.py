@@ -87,7 +87,7 @@ def main() -> None:
         before = model.get_input_embeddings().weight.detach()[new_ids].clone()
         loss0 = heldout_loss(model, tok, valid["prompt"].to_pylist(), valid["answer"].to_pylist(), cfg.max_len)
         start = time.perf_counter()
-        model, history, stats = train(model, tok, prompts, answers, run_cfg, new_token_ids=new_ids, log=lambda s: None)
+        model, history, stats = train(model, tok, prompts, answers, run_cfg, new_token_ids=new_ids)
         seconds = time.perf_counter() - start
         loss1 = heldout_loss(model, tok, valid["prompt"].to_pylist(), valid["answer"].to_pylist(), cfg.max_len)
         after = model.get_input_embeddings().weight.detach()[new_ids]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -97,6 +98,7 @@ def render(mode: str) -> str:
 def main() -> None:
     p = dataset_parser(__doc__, ("variant", "a name under llm.variant in params.yaml"))
     args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the training loop's lines (pipeline.llm.sft)
     params = load_params(args.params)
     mode, aux, align = variant_settings(params, args.variant)
     cfg, weights = sft_config(params)
@@ -112,12 +114,13 @@ def main() -> None:
     model, tokenizer = load_base(vocab_dir)
     new_ids = (tokenizer.convert_tokens_to_ids(new_tokens(vocab["n_users"], vocab["n_items"]))
                if mode != "text" else [])
-    # resume only into a run with the very same inputs: the key hashes params and input files
-    key = hashlib.sha256(json.dumps({"cfg": cfg.__dict__, "weights": weights, "aux": aux, "mode": mode,
-                                     "prompts": file_digest(prompts_file)[0],
-                                     "model": [file_digest(f)[0] for f in sorted(vocab_dir.glob("*.safetensors"))]},
-                                    sort_keys=True).encode()).hexdigest()[:16]
-    checkpoints = paths.checkpoints("sft", args.dataset, args.variant, key)
+    # resume only into a run with the very same inputs: the identity hashes params and input files
+    # (the checkpoint folder is keyed by it; pipeline/checkpoint.py refuses any other)
+    identity = hashlib.sha256(json.dumps(
+        {"cfg": cfg.__dict__, "weights": weights, "aux": aux, "mode": mode, "prompts": file_digest(prompts_file)[0],
+         "model": [file_digest(f)[0] for f in sorted(vocab_dir.glob("*.safetensors"))]},
+        sort_keys=True).encode()).hexdigest()
+    checkpoints = paths.checkpoints("sft", args.dataset, args.variant, identity[:16])
     checkpoints.mkdir(parents=True, exist_ok=True)
     print(f"[sft] {args.dataset}/{args.variant}: vocab={mode} aux={aux} align={align}, {len(prompts)} samples, "
           f"{cfg.steps} steps x {cfg.batch_size} x {cfg.grad_accum}")
@@ -130,7 +133,7 @@ def main() -> None:
         _, history, stats = train(model, tokenizer, prompts, answers, cfg, checkpoints=checkpoints,
                                   new_token_ids=new_ids, output_dir=tmp,
                                   evaluate=curve_evaluator(params, args.dataset, mode, cfg, tokenizer),
-                                  user_token_ids=new_ids[:vocab["n_users"]])
+                                  user_token_ids=new_ids[:vocab["n_users"]], identity=identity)
         if main_process:
             write_json({"variant": args.variant, "vocab": mode, "aux": aux, "align": align, "base": vocab.get("base"),
                         "n_users": vocab["n_users"], "n_items": vocab["n_items"], lineage.KEY: ids},

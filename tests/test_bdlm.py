@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -27,6 +28,11 @@ def weights(t: JointTrainer) -> dict[str, torch.Tensor]:
     out.update({f"drs.{k}": v for k, v in t.drs.state_dict().items()})
     out.update({f"m.{k}": v for k, v in t.m.state_dict().items()})
     return out
+
+
+def latest(folder: Path) -> Path:
+    """The step folder a checkpoint folder's `latest` pointer names (pipeline/checkpoint.py)."""
+    return folder / (folder / "latest").read_text().strip()
 
 
 def assert_bitwise(a: dict, b: dict) -> None:
@@ -115,7 +121,7 @@ def test_lambda_zero_llm_is_plain_sft_bitwise_and_lambda_couples_the_sides():
     prompts, answers = training_pairs(prompt_table(), {"interaction": 1.0, "topk": 1.0}, False, cfg0.seed)
     sft_cfg = SFTConfig(steps=cfg0.steps, batch_size=cfg0.batch_size, lr=cfg0.lr, weight_decay=cfg0.weight_decay,
                         warmup_steps=cfg0.warmup_steps, max_len=cfg0.max_len, seed=cfg0.seed)
-    sft_model, sft_hist, _ = sft_train(tiny_llama(tok, hidden=HIDDEN), tok, prompts, answers, sft_cfg, log=lambda s: None)
+    sft_model, sft_hist, _ = sft_train(tiny_llama(tok, hidden=HIDDEN), tok, prompts, answers, sft_cfg)
     assert [h["loss"] for h in sft_hist] == [h["llm_loss"] for h in joint.history]
     for k, v in sft_model.state_dict().items():
         assert torch.equal(v, joint.model.state_dict()[k]), k
@@ -230,7 +236,7 @@ def test_kill_and_resume_is_bitwise_the_same_run(tmp_path):
     whole.run(tmp_path / "a")
     first = trainer()
     first.run(tmp_path / "b", stop_after=3)  # 3 is not a checkpoint_every multiple: saved on stop
-    assert first.step == 3 and (tmp_path / "b/latest/state.pt").exists()
+    assert first.step == 3 and (latest(tmp_path / "b") / "state.pt").exists()
     second = trainer()  # a new process: fresh objects, same inputs
     second.run(tmp_path / "b")
     assert second.step == CFG.steps
@@ -242,11 +248,11 @@ def test_kill_and_resume_is_bitwise_the_same_run(tmp_path):
 def test_resume_refuses_a_checkpoint_from_other_params(tmp_path):
     t = trainer(params_hash="a" * 64)
     t.run(tmp_path, stop_after=2)
-    before = (tmp_path / "latest/state.pt").read_bytes()
+    before = (latest(tmp_path) / "state.pt").read_bytes()
     other = trainer(params_hash="b" * 64)
     with pytest.raises(PipelineError, match="a{64}.*b{64}"):
         other.run(tmp_path)
-    assert (tmp_path / "latest/state.pt").read_bytes() == before
+    assert (latest(tmp_path) / "state.pt").read_bytes() == before
 
 
 def test_bad_inputs_are_named():

@@ -58,7 +58,7 @@ def test_bf16_sft_trains_like_fp32_and_keeps_fp32_weights(tok):
     for mp in ("no", "bf16"):
         AcceleratorState._reset_state()  # accelerate keeps one precision per process; a stage is one process
         cfg = SFTConfig(steps=30, batch_size=4, lr=3e-3, warmup_steps=1, max_len=64, mixed_precision=mp)
-        runs[mp] = train(tiny_llama(tok), tok, PROMPTS, ANSWERS, cfg, log=lambda s: None)
+        runs[mp] = train(tiny_llama(tok), tok, PROMPTS, ANSWERS, cfg)
     (trained, history, stats), (_, fp32_history, fp32_stats) = runs["bf16"], runs["no"]
     assert (stats["precision"], fp32_stats["precision"]) == ("bf16", "no")
     assert all(p.dtype == torch.float32 for p in trained.parameters())

@@ -1,12 +1,15 @@
 """SFT and LLM scoring on tiny models built from configs (decoder-only and seq2seq)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 import torch
 
+from pipeline.errors import PipelineError
 from pipeline.llm.encoding import IGNORE, collate, encode, prompt_batch
 from pipeline.eval.metrics import summarize
 from pipeline.llm.scoring import ScoreConfig, Scorer, evaluate_llm
@@ -111,12 +114,24 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, extra):
     cfg = SFTConfig(steps=10, batch_size=4, lr=1e-3, warmup_steps=2, max_len=96, checkpoint_every=3, **extra)
     whole, hist_whole, _ = train(tiny_llama(tok), tok, *samples(), cfg, new_token_ids=new_ids)
     train(tiny_llama(tok), tok, *samples(), cfg, checkpoints=tmp_path, stop_after=5, new_token_ids=new_ids)
-    assert (tmp_path / "latest" / "progress.json").exists()
+    saved = json.loads((tmp_path / (tmp_path / "latest").read_text().strip() / "checkpoint.json").read_text())
+    assert saved["step"] == 5 and len(saved["meta"]["history"]) == 5
     resumed, hist_resumed, _ = train(tiny_llama(tok), tok, *samples(), cfg, checkpoints=tmp_path,
                                      new_token_ids=new_ids)
     assert [h["loss"] for h in hist_resumed] == [h["loss"] for h in hist_whole]
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_resume_refuses_a_checkpoint_of_other_inputs(tmp_path):
+    tok = tiny_tokenizer()
+    cfg = SFTConfig(steps=4, batch_size=2, warmup_steps=1, max_len=64, checkpoint_every=2)
+    prompts, answers = ["Will the user watch it? Answer:"] * 6, ["Yes", "No"] * 3
+    train(tiny_llama(tok), tok, prompts, answers, cfg, checkpoints=tmp_path, stop_after=2, identity="a" * 64)
+    with pytest.raises(PipelineError, match="a{64}.*b{64}"):
+        train(tiny_llama(tok), tok, prompts, answers, cfg, checkpoints=tmp_path, identity="b" * 64)
+    with pytest.raises(PipelineError, match="params hash"):  # no identity given: cfg and pairs decide it
+        train(tiny_llama(tok), tok, prompts, answers[::-1], cfg, checkpoints=tmp_path)
 
 
 def test_lora_trains_adapters_and_the_id_token_rows():
@@ -150,7 +165,7 @@ def test_learning_curve_points_before_training_every_n_steps_and_at_the_end():
 
     cfg = SFTConfig(steps=5, batch_size=2, warmup_steps=1, max_len=64, curve_every=2)
     _, history, _ = sft_train(model, tok, ["Will the user watch it? Answer:"] * 6, ["Yes", "No"] * 3, cfg,
-                              log=lambda s: None, evaluate=evaluate)
+                              evaluate=evaluate)
     curve = [(h["step"], h["samples"], h["valid_topk_HR@1"]) for h in history if "samples" in h]
     assert curve == [(0, 0, 1.0), (2, 4, 2.0), (4, 8, 3.0), (5, 10, 4.0)]
     assert seen == [False] * 4 and "loss" not in history[0] and history[-1]["loss"] > 0

@@ -1,12 +1,11 @@
 """Algorithm 1: the joint-training config, its data and the alternating loop with
-checkpoints."""
+checkpoints (pipeline/checkpoint.py)."""
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,12 +20,15 @@ from pipeline.eval import metrics
 from pipeline.bdlm.drs import DRS
 from pipeline.bdlm.features import PairPrompts, pair_features
 from pipeline.bdlm.sharing import LLMRows, Sharing, shared_tables
+from pipeline.checkpoint import Checkpointer
 from pipeline.errors import PipelineError
 from pipeline.llm.base import is_seq2seq
 from pipeline.llm.encoding import collate, encode
 from pipeline.llm.forward import answer_loss
 from pipeline.llm.sft import (SFTConfig, accelerator, batch_indices, nonfinite_processes, prepare_optimization,
                               training_pairs)
+
+log = logging.getLogger(__name__)
 
 SHARE = ("users", "items", "both")
 POOLING = ("last", "mean")
@@ -338,7 +340,7 @@ class JointTrainer:
     def snapshot(self) -> None:
         self.snapshots.append((self.step, {k: v.detach().clone() for k, v in self.drs.state_dict().items()}))
 
-    def select(self, log: Callable[[str], None] = print) -> list[dict]:
+    def select(self) -> list[dict]:
         """Score every DRS snapshot (step 0: the pretrained domain model) on the valid top-K
         rows with h from the final LLM, keep the best by NDCG@20 (ties: the earliest), so the
         DRS kept is never below the pretrained model on valid."""
@@ -361,8 +363,8 @@ class JointTrainer:
         self.drs.load_state_dict(best[2])
         self.drs.eval()
         self.selected = {"step": best[0], "valid_NDCG@20": best[1], "candidates": results}
-        log(f"[joint] DRS selected on valid: step {best[0]} (NDCG@20 {best[1]:.4f}; step 0 "
-            f"{results[0]['valid_NDCG@20']:.4f})")
+        log.info("[joint] DRS selected on valid: step %d (NDCG@20 %.4f; step 0 %.4f)",
+                 best[0], best[1], results[0]["valid_NDCG@20"])
         return results
 
     # -- checkpoints
@@ -374,55 +376,50 @@ class JointTrainer:
                 "rng": torch.get_rng_state(), "step": self.step, "history": self.history,
                 "params_hash": self.hash}
 
+    def checkpointer(self, folder: Path) -> Checkpointer:
+        """The shared checkpoint protocol on `folder`, under this run's params hash."""
+        return Checkpointer(folder, self.hash, is_main=self.acc.is_main_process, barrier=self.acc.wait_for_everyone)
+
     def save(self, folder: Path) -> None:
-        """The whole training state to folder/latest, swapped in only once complete."""
-        main = self.acc.is_main_process
-        tmp, final, old = folder / f".step-{self.step}.tmp", folder / "latest", folder / ".latest.old"
-        if main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        self.acc.wait_for_everyone()
-        self.acc.save_state(str(tmp / "llm"))  # every process: ZeRO-3 shards are saved by their owners
-        self.acc.wait_for_everyone()  # all written before the folder is swapped in
-        if main:
-            torch.save(self._state(), tmp / "state.pt")
-            (tmp / "progress.json").write_text(json.dumps({"step": self.step, "params_hash": self.hash}))
-            if final.exists():
-                os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        self.acc.wait_for_everyone()
+        """The whole training state as checkpoint `self.step` in `folder` (pipeline/checkpoint.py:
+        `latest` moves only once it is complete): the LLM, its optimizer and schedule through
+        accelerate's save_state (every process: ZeRO-3 shards are saved by their owners), the
+        rest (`_state`) in state.pt."""
+        def write(path: Path) -> None:
+            self.acc.save_state(str(path / "llm"))
+            if self.acc.is_main_process:
+                torch.save(self._state(), path / "state.pt")
+
+        self.checkpointer(folder).save(self.step, write)
 
     def resume(self, folder: Path | None) -> bool:
-        if folder is None or not (folder / "latest" / "progress.json").exists():
+        """Restore the latest checkpoint in `folder`, if any; one written under other params
+        (another hash) is refused with a PipelineError, nothing overwritten."""
+        if folder is None:
             return False
-        latest = folder / "latest"
-        recorded = json.loads((latest / "progress.json").read_text()).get("params_hash")
-        if recorded != self.hash:
-            raise PipelineError(f"{latest}: checkpoint was written with params hash {recorded}, this run has "
-                                f"{self.hash}; refusing to resume into it (nothing overwritten): "
-                                "delete the folder or restore the params")
-        self.acc.load_state(str(latest / "llm"))
-        s = torch.load(latest / "state.pt", map_location="cpu", weights_only=False)
-        self.drs.load_state_dict(s["drs"])
-        self.drs_opt.load_state_dict(s["drs_opt"])
-        if self.m is not None:
-            self.m.load_state_dict(s["sharing"])
-        self.snapshots, self.pool_h, self.initial = s["snapshots"], s["pool_h"], s["initial"]
-        torch.set_rng_state(s["rng"])
-        self.step, self.history = s["step"], s["history"]
-        return True
+
+        def read(path: Path) -> None:
+            self.acc.load_state(str(path / "llm"))
+            s = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+            self.drs.load_state_dict(s["drs"])
+            self.drs_opt.load_state_dict(s["drs_opt"])
+            if self.m is not None:
+                self.m.load_state_dict(s["sharing"])
+            self.snapshots, self.pool_h, self.initial = s["snapshots"], s["pool_h"], s["initial"]
+            torch.set_rng_state(s["rng"])
+            self.step, self.history = s["step"], s["history"]
+
+        return self.checkpointer(folder).load(read) is not None
 
     def llm_state_dict(self) -> dict:
         """The LLM's full weights (gathered from every process under ZeRO-3: call it on all)."""
         return self.acc.get_state_dict(self.engine)
 
-    def run(self, checkpoints: Path | None = None, stop_after: int | None = None,
-            log: Callable[[str], None] = print) -> list[dict]:
+    def run(self, checkpoints: Path | None = None, stop_after: int | None = None) -> list[dict]:
         """Train to cfg.steps (or `stop_after` steps, writing a checkpoint: tests simulate a kill),
         then select the DRS on valid."""
         if self.resume(checkpoints):
-            log(f"[joint] resuming at step {self.step} from {checkpoints / 'latest'}")
+            log.info("[joint] resuming at step %d from %s", self.step, checkpoints)
         while self.step < self.cfg.steps:
             step = self.step
             if step % self.cfg.refresh_every == 0 and "drs" in self.sides:
@@ -440,8 +437,8 @@ class JointTrainer:
                 rec.update(self.drift())
             self.history.append(rec)
             if self.acc.is_main_process and (step % 5 == 0 or done == self.cfg.steps):
-                log(f"[joint] step {done}/{self.cfg.steps} " + " ".join(
-                    f"{k}={v:.4g}" for k, v in rec.items() if k != "step"))
+                log.info("[joint] step %d/%d %s", done, self.cfg.steps,
+                         " ".join(f"{k}={v:.4g}" for k, v in rec.items() if k != "step"))
             stop = stop_after is not None and done >= stop_after
             if checkpoints is not None and done < self.cfg.steps and (done % self.cfg.checkpoint_every == 0 or stop):
                 self.save(checkpoints)
@@ -449,7 +446,7 @@ class JointTrainer:
                 break
         if self.step >= self.cfg.steps and "drs" in self.sides:
             self.snapshot()  # the final DRS
-            self.select(log)
+            self.select()
         self.model.eval()
         self.drs.eval()
         return self.history

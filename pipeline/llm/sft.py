@@ -7,16 +7,16 @@ token rows trained in full (peft's trainable_token_indices) at their own learnin
 `row_lr` (an AdamW parameter group of their own; the adapters train at `lr`).
 
 Checkpoints (model, optimizer, scheduler, RNG and the loss log) are written every
-`checkpoint_every` steps to a folder keyed by the run's inputs; a run started again with the
-same inputs resumes from the last one and ends with the same weights as an uninterrupted
-run, because the batch order is a pure function of (seed, step).
+`checkpoint_every` steps through pipeline/checkpoint.py to a folder keyed by the run's inputs;
+a run started again with the same inputs resumes from the last one and ends with the same
+weights as an uninterrupted run, because the batch order is a pure function of (seed, step).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -28,11 +28,14 @@ import torch
 from accelerate import Accelerator, DistributedType
 from transformers import get_cosine_schedule_with_warmup
 
+from pipeline.checkpoint import Checkpointer
 from pipeline.errors import PipelineError
 from pipeline.llm.encoding import Encoded, collate, encode
 from pipeline.llm.forward import answer_loss, answer_loss_and_state
 from pipeline.precision import resolve
 from pipeline.progress import Progress
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -214,34 +217,23 @@ def alignment_loss(model, batch: dict[str, torch.Tensor], state: torch.Tensor,
     return (1.0 - torch.nn.functional.cosine_similarity(state[has].float(), rows, dim=-1)).mean()
 
 
-def _save_checkpoint(acc: Accelerator, folder: Path, step: int, history: list[dict]) -> None:
-    """Write the full training state to folder/latest, replacing it only once complete."""
-    tmp, final = folder / f".step-{step}.tmp", folder / "latest"
-    acc.save_state(str(tmp))
-    acc.wait_for_everyone()  # every process has written its part before the folder is swapped in
-    if acc.is_main_process:
-        (tmp / "progress.json").write_text(json.dumps({"step": step, "history": history}))
-        old = folder / ".latest.old"
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    acc.wait_for_everyone()
+def run_identity(cfg: SFTConfig, prompts: list[str], answers: list[str]) -> str:
+    """The identity of an SFT run's checkpoints when the caller gives none: a hash of the config
+    and the training pairs (pipeline/checkpoint.py refuses to resume under another one)."""
+    blob = json.dumps({"cfg": asdict(cfg), "prompts": prompts, "answers": answers}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _resume(acc: Accelerator, folder: Path | None) -> tuple[int, list[dict]]:
-    if folder is None or not (folder / "latest" / "progress.json").exists():
-        return 0, []
-    acc.load_state(str(folder / "latest"))
-    progress = json.loads((folder / "latest" / "progress.json").read_text())
-    return progress["step"], progress["history"]
+def checkpointer(acc: Accelerator, folder: Path, identity: str) -> Checkpointer:
+    """The shared checkpoint protocol on `folder` for a loop run by `acc`."""
+    return Checkpointer(folder, identity, is_main=acc.is_main_process, barrier=acc.wait_for_everyone)
 
 
 def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConfig,
           checkpoints: Path | None = None, new_token_ids: list[int] | None = None,
           output_dir: Path | None = None, stop_after: int | None = None,
-          log: Callable[[str], None] = print, evaluate: Callable[[object], dict] | None = None,
-          user_token_ids: list[int] | None = None):
+          evaluate: Callable[[object], dict] | None = None, user_token_ids: list[int] | None = None,
+          identity: str | None = None):
     """Fine-tune `model` on (prompt, answer) pairs. Returns (trained model, loss log,
     encoding stats) and, with `output_dir`, saves model + tokenizer there (gathering the
     weights from every process under ZeRO-3). `stop_after` ends the run early after that
@@ -249,7 +241,9 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
     cfg.curve_every, the learning curve: `evaluate(model)` (a dict of metrics) before the
     first step and every curve_every steps and at the end, logged into the loss log's entry of
     that step with the number of training samples seen (`samples`). cfg.align_weight > 0 adds
-    `alignment_loss` over the prompts that name one of `user_token_ids` (logged as `align`)."""
+    `alignment_loss` over the prompts that name one of `user_token_ids` (logged as `align`).
+    Checkpoints in `checkpoints` (pipeline/checkpoint.py) carry `identity` (default: a hash of
+    cfg and the pairs, `run_identity`); one written under another identity is refused."""
     if not prompts:
         raise PipelineError("no training samples: check prompts and the sft params")
     for key in ("lr", "row_lr"):
@@ -272,9 +266,13 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
         model = _lora(model, cfg, new_token_ids or [])
     model, opt, sched = prepare_optimization(acc, model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.steps,
                                              row_lr=cfg.row_lr if cfg.lora else None)
-    start, history = _resume(acc, checkpoints)
-    if start:
-        log(f"[sft] resuming at step {start} from {checkpoints / 'latest'}")
+    ckpt = None
+    if checkpoints is not None:
+        ckpt = checkpointer(acc, checkpoints, identity or run_identity(cfg, prompts, answers))
+    resumed = ckpt.load(lambda path: acc.load_state(str(path))) if ckpt is not None else None
+    start, history = (resumed.step, resumed.meta["history"]) if resumed is not None else (0, [])
+    if resumed is not None:
+        log.info("[sft] resuming at step %d from %s", start, resumed.path)
     per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
     align = cfg.align_weight > 0
     users = torch.tensor(user_token_ids or [], dtype=torch.long, device=acc.device)
@@ -318,11 +316,10 @@ def train(model, tokenizer, prompts: list[str], answers: list[str], cfg: SFTConf
                         **({"align": float(np.mean(aligns))} if align else {}),
                         **({"row_lr": rates[1]} if len(rates) > 1 else {}), **curve_point(done)})
         bar.update(loss=f"{history[-1]['loss']:.3f}")
-        if checkpoints is not None and done % cfg.checkpoint_every == 0 and done < cfg.steps:
-            _save_checkpoint(acc, checkpoints, done, history)
-        if stop_after is not None and done >= stop_after:
-            if checkpoints is not None:
-                _save_checkpoint(acc, checkpoints, done, history)
+        stop = stop_after is not None and done >= stop_after
+        if ckpt is not None and ((done % cfg.checkpoint_every == 0 and done < cfg.steps) or stop):
+            ckpt.save(done, lambda path: acc.save_state(str(path)), {"history": history})
+        if stop:
             break
     bar.close()
     wrapped, model = model, acc.unwrap_model(model)
