@@ -16,7 +16,6 @@ On GPUs: `accelerate launch --config_file configs/accelerate_zero3.yaml -m stage
 from __future__ import annotations
 
 import hashlib
-import logging
 import shutil
 import time
 from dataclasses import asdict
@@ -113,7 +112,6 @@ def main() -> None:
     p = dataset_parser(__doc__, ("experiment", "a name under joint.experiment in params.yaml"))
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (checkpointed)")
     args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the training loop's lines (pipeline.bdlm.train)
     params = load_params(args.params)
     ds, name = args.dataset, args.experiment
     cfg, model_name, weights, aux, vocab_mode = joint_settings(params, name)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import math
 import os
 import shutil
@@ -98,7 +97,6 @@ def render(mode: str) -> str:
 def main() -> None:
     p = dataset_parser(__doc__, ("variant", "a name under llm.variant in params.yaml"))
     args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the training loop's lines (pipeline.llm.sft)
     params = load_params(args.params)
     mode, aux, align = variant_settings(params, args.variant)
     cfg, weights = sft_config(params)
