@@ -6,6 +6,8 @@ import pytest
 
 from tests.helpers import FIXTURES, gzip_file, make_zip
 
+pytest_plugins = ["tests.report_data"]  # the report tests' `built` and `data` fixtures
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):

@@ -5,9 +5,11 @@ Shared by tests/test_report*.py."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline.eval import metrics
 from pipeline.eval.evaluator import write_scores
@@ -122,3 +124,17 @@ def write_inputs(d: Path) -> Path:
     joint(d, "lambda_1e-1", None, {"hits": set(range(8))}, {"hits": set(range(12))})  # lambda only in the name
     giveaway(d, False)
     return d
+
+
+# The report tests' inputs, built once per module; loaded as a plugin by tests/conftest.py
+# (a test module's own `data`/`built` fixture takes precedence).
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    return write_inputs(tmp_path_factory.mktemp("built") / "data")
+
+
+@pytest.fixture
+def data(built, tmp_path) -> Path:
+    """A private copy of the built files, for tests that change them."""
+    return Path(shutil.copytree(built, tmp_path / "data"))

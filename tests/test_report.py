@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,18 +20,7 @@ from pipeline.eval.report.markdown import markdown_report
 from pipeline.eval.report.tables import table3
 from stages.report import write_report
 from tests.helpers import REPO
-from tests.report_data import DS, giveaway, joint, put, write_inputs
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    return write_inputs(tmp_path_factory.mktemp("built") / "data")
-
-
-@pytest.fixture
-def data(built, tmp_path) -> Path:
-    """A private copy of the built files, for tests that change them."""
-    return Path(shutil.copytree(built, tmp_path / "data"))
+from tests.report_data import DS, giveaway, joint, put
 
 
 def test_table3_rows_values_intervals_and_improvement(built):

@@ -2,26 +2,13 @@
 tests' inputs: every test user, intervals, the floors."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 
 import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.eval.report.baselines import markdown, table_rows
 from stages.baselines import collect_results
-from tests.report_data import DS, put, write_inputs
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    return write_inputs(tmp_path_factory.mktemp("built") / "data")
-
-
-@pytest.fixture
-def data(built, tmp_path) -> Path:
-    """A private copy of the built files, for tests that change them."""
-    return Path(shutil.copytree(built, tmp_path / "data"))
+from tests.report_data import DS, put
 
 
 def test_baselines_table_all_users_with_floors(data, monkeypatch):

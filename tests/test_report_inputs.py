@@ -4,26 +4,13 @@ to re-run)."""
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.eval.report.build import build_report
 from pipeline.eval.report.inputs import collect
-from tests.report_data import DS, giveaway, put, write_inputs
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    return write_inputs(tmp_path_factory.mktemp("built") / "data")
-
-
-@pytest.fixture
-def data(built, tmp_path) -> Path:
-    """A private copy of the built files, for tests that change them."""
-    return Path(shutil.copytree(built, tmp_path / "data"))
+from tests.report_data import DS, giveaway, put
 
 
 @pytest.mark.parametrize("kind,name,content,match", [
