@@ -40,7 +40,7 @@ def run(ev: EvalSets, params: dict, name: str, precision: str, seed: int, args) 
                            "mixed_precision": precision})
     model = build_model(model_class(name), ev.n_users, ev.n_items, cfg, seed)
     cpu = time.process_time()
-    history = fit(model, ev.train(), lambda m: 0.0, train, log=lambda _: None)
+    history = fit(model, ev.train(), lambda m: 0.0, train)
     cpu = (time.process_time() - cpu) / args.epochs
     m = retrieval(model, ev, "test", ks=(10, 20))
     return {"wall": float(np.mean([r["seconds"] for r in history])), "cpu": cpu, "loss": history[-1]["loss"],

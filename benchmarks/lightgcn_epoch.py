@@ -148,7 +148,7 @@ def main() -> None:
                            "eval_every": args.epochs, "seed": args.seed, "threads": args.threads})
     model = build_model(LightGCN, ev.n_users, ev.n_items, cfg, train.seed)
     cpu = clock()
-    history = fit(model, ev.train(), lambda m: 0.0, train, log=lambda _: None)
+    history = fit(model, ev.train(), lambda m: 0.0, train)
     cpu = (clock() - cpu) / args.epochs
     m = retrieval(model, ev, "test", ks=(20,))
     secs = [r["seconds"] for r in history]

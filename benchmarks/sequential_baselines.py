@@ -99,7 +99,7 @@ def run(ev: EvalSets, params: dict, name: str, mode: str, args) -> dict:
     model = build_model(model_class(name), ev.n_users, ev.n_items, cfg, train.seed)
     model.full_width = full_width
     start = time.perf_counter()
-    history = fit(model, ev.train(), lambda m: valid_score(m, ev), train, log=lambda _: None)
+    history = fit(model, ev.train(), lambda m: valid_score(m, ev), train)
     masked, unmasked = test_ndcg(model, ev)
     total = time.perf_counter() - start
     best = max(history, key=lambda r: r.get("valid", -1.0))

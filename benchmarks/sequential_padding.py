@@ -78,7 +78,7 @@ def run_mode(ev: EvalSets, cfg: dict, train: TrainConfig, full_width: bool, buck
     cells = real = 0
     for b in model.batches(data, np.random.default_rng(train.seed)):
         cells, real = cells + b["inputs"].numel(), real + int((b["inputs"] >= 0).sum())
-    history = fit(model, data, lambda m: 0.0, train, log=lambda _: None)  # no early stopping
+    history = fit(model, data, lambda m: 0.0, train)  # no early stopping
     model.eval()
     start = time.perf_counter()
     ndcg = retrieval(model, ev, "test", ks=(10,))["NDCG@10"]
