@@ -184,7 +184,7 @@ def run_ours(args, ev: EvalSets) -> dict:
     """Our LightGCN, trained in-process with the loop of pipeline.models.trainer.fit (minus
     validation and early stopping; with --patience, fit itself), then full-ranking test metrics."""
     torch.set_num_threads(args.threads)
-    cfg = {"dim": args.dim, "n_layers": args.layers, "batch_size": args.batch, "reg": args.reg}
+    cfg = {"dim": args.dim, "n_layers": args.layers, "batch_size": args.batch, "reg": args.reg, "init": args.init}
     model = build_model(LightGCN, ev.n_users, ev.n_items, cfg, args.seed)
     data = ev.train()
     model.set_graph(data)  # built once, untimed, like RecBole's normalised adjacency
@@ -229,7 +229,7 @@ def report(args, ev: EvalSets, ours: dict, theirs: dict) -> None:
     mode = (f"to convergence (patience {args.patience}, at most {args.epochs} epochs)" if args.patience
             else f"{args.epochs} epochs")
     print(f"\nLightGCN on {args.dataset} ({ev.n_users} users, {ev.n_items} items): {mode}, "
-          f"dim {args.dim}, {args.layers} layers, lr {args.lr}, batch {args.batch}, reg {args.reg}, "
+          f"dim {args.dim}, {args.layers} layers, lr {args.lr}, batch {args.batch}, reg {args.reg}, ours init {args.init}, "
           f"seed {args.seed}, {args.threads} torch threads")
     print(f"{'implementation':<16}{'s/epoch':>10}{'epochs':>8}{'best':>6}{'total s':>10}{'Recall@20':>12}{'NDCG@20':>10}")
     for label, r in (("ours", ours), ("RecBole 1.2.1", theirs)):
@@ -256,6 +256,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=2048)
     p.add_argument("--reg", type=float, default=1e-4)
+    p.add_argument("--init", choices=["xavier", "normal"], default="xavier",
+                   help="our tables' init (domain.lightgcn.init); RecBole's is xavier")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--threads", type=int, default=THREADS, help="torch threads, the same for both sides")
     args = p.parse_args()
