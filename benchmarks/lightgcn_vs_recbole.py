@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -184,8 +185,11 @@ def run_ours(args, ev: EvalSets) -> dict:
     """Our LightGCN, trained in-process with the loop of pipeline.models.trainer.fit (minus
     validation and early stopping; with --patience, fit itself), then full-ranking test metrics."""
     torch.set_num_threads(args.threads)
-    cfg = {"dim": args.dim, "n_layers": args.layers, "batch_size": args.batch, "reg": args.reg, "init": args.init}
+    cfg = {"dim": args.dim, "n_layers": args.layers, "batch_size": args.batch, "reg": args.reg}
     model = build_model(LightGCN, ev.n_users, ev.n_items, cfg, args.seed)
+    if args.init == "xavier":  # RecBole's init (and LightGCN's paper's); ours is N(0, 0.1^2)
+        nn.init.xavier_uniform_(model.user.weight)
+        nn.init.xavier_uniform_(model.item.weight)
     data = ev.train()
     model.set_graph(data)  # built once, untimed, like RecBole's normalised adjacency
     if args.patience:
@@ -257,7 +261,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=2048)
     p.add_argument("--reg", type=float, default=1e-4)
     p.add_argument("--init", choices=["xavier", "normal"], default="xavier",
-                   help="our tables' init (domain.lightgcn.init); RecBole's is xavier")
+                   help="our tables' init: xavier (RecBole's) or normal (the pipeline's LightGCN, N(0, 0.1^2))")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--threads", type=int, default=THREADS, help="torch threads, the same for both sides")
     args = p.parse_args()

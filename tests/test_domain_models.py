@@ -272,27 +272,3 @@ def test_lightgcn_column_blocks_change_nothing(monkeypatch):
         results.append((u.detach(), i.detach(), model.user.weight.grad, model.item.weight.grad))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
-
-
-def test_bpr_init_is_normal_by_default_and_xavier_on_request():
-    """init: normal keeps N(0, 0.1^2) (what every lock entry was trained from); xavier draws
-    Xavier-uniform tables (LightGCN's paper, RecBole); the planted pattern is learned either way."""
-    from pipeline.config.sections import validate_params
-    from pipeline.errors import PipelineError
-
-    data, held = planted()
-    cfg = {"dim": 16, "batch_size": 64, "n_layers": 2}
-    default = build_model(LightGCN, data.n_users, data.n_items, cfg, 1)
-    normal = build_model(LightGCN, data.n_users, data.n_items, {**cfg, "init": "normal"}, 1)
-    assert torch.equal(default.user.weight, normal.user.weight)
-    assert 0.08 < float(default.user.weight.detach().std()) < 0.12
-    xavier = build_model(LightGCN, data.n_users, data.n_items, {**cfg, "init": "xavier"}, 1)
-    for table in (xavier.user.weight, xavier.item.weight):
-        bound = (6 / sum(table.shape)) ** 0.5
-        assert float(table.detach().abs().max()) <= bound and float(table.detach().abs().max()) > 0.9 * bound
-    fit(xavier, data, lambda m: heldout_hr(m, data, held), TrainConfig(epochs=25, lr=0.02, patience=25, seed=1))
-    assert heldout_hr(xavier, data, held) >= 0.5
-    with pytest.raises(ValueError, match="init must be 'normal' or 'xavier', got 'he'"):
-        build_model(MF, data.n_users, data.n_items, {"dim": 8, "init": "he"}, 1)
-    with pytest.raises(PipelineError, match=r"domain\.lightgcn\.init"):
-        validate_params({"domain": {"lightgcn": {"init": "he"}}}, "params.yaml")

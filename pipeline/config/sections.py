@@ -110,13 +110,7 @@ class ItemKNN(_Model):
     neighbors: Positive = None
 
 
-class _BPREmbedding(_Embedding):
-    # normal: N(0, 0.1^2), as the PyTorch LightGCN/NCF code; xavier: Xavier-uniform, as LightGCN's
-    # paper (He et al. 2020, 4.1.2) and RecBole initialise
-    init: Literal["normal", "xavier"] = None
-
-
-class MF(_BPREmbedding):
+class MF(_Embedding):
     reg: Decay = None
 
 
@@ -129,7 +123,7 @@ class NCF(_Embedding):
     dropout: Annotated[float, Field(ge=0, lt=1)] = None
 
 
-class LightGCN(_BPREmbedding):
+class LightGCN(_Embedding):
     n_layers: NonNegative = None  # 0 layers is plain MF on the same loss
     reg: Decay = None
 

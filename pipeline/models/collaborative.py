@@ -39,19 +39,7 @@ class _Embeddings(TrainableModel):
 
 
 class _BPR(_Embeddings):
-    """Pairwise BPR on (user, positive, sampled negative) with L2 on the batch's rows.
-    cfg['init']: normal (N(0, 0.1^2), the default) or xavier (Xavier-uniform, LightGCN's paper
-    and RecBole): with xavier, LightGCN on ML-100K trained to early stopping reached a test
-    NDCG@20 of .0997 against .0881 (benchmarks/lightgcn_vs_recbole.py, docs/sweeps.md)."""
-
-    def __init__(self, n_users, n_items, cfg):
-        super().__init__(n_users, n_items, cfg)
-        init = cfg.get("init", "normal")
-        if init == "xavier":
-            nn.init.xavier_uniform_(self.user.weight)
-            nn.init.xavier_uniform_(self.item.weight)
-        elif init != "normal":
-            raise ValueError(f"{self.name}: init must be 'normal' or 'xavier', got {init!r}")
+    """Pairwise BPR on (user, positive, sampled negative) with L2 on the batch's rows."""
 
     def seen_pairs(self, data: Interactions) -> SeenPairs:
         """The train pairs' membership test, built once per train split rather than every epoch
