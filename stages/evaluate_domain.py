@@ -23,7 +23,9 @@ def main() -> None:
     p = dataset_parser(__doc__, ("model", "a domain model name under domain in params.yaml"))
     args = p.parse_args()
     params = load_params(args.params)
-    model_cfg, _ = domain_configs(params, args.model)
+    model_cfg, train_cfg = domain_configs(params, args.model)
+    if train_cfg.threads is not None:
+        torch.set_num_threads(train_cfg.threads)
     cfg = stats_config(params)
     ev = EvalSets.load(args.dataset)
     model, _ = load_trained(args.dataset, args.model, model_cfg, ev.train())
@@ -35,5 +37,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(2)
     run(main)

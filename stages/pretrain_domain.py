@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 from pipeline import lineage, paths
 from pipeline.artifacts import atomic_dir, write_json
 from pipeline.models.weights import save_weights
@@ -28,7 +26,7 @@ def main() -> None:
     meta = {"model": args.model, "dataset": args.dataset}
     start = time.perf_counter()
     with atomic_dir(paths.domain(args.dataset, args.model)) as tmp:
-        history = fit(model, ev.train(), lambda m: valid_score(m, ev), train_cfg,
+        history = fit(model, ev.train(), lambda m: valid_score(m, ev, train_cfg.valid_k), train_cfg,
                       checkpoint=tmp / "model.safetensors", metadata=meta)
         save_weights(model, tmp / "model.safetensors", meta)  # the best weights, now loaded
         write_json(lineage.stamp({**model_cfg, "n_users": ev.n_users, "n_items": ev.n_items,
@@ -41,5 +39,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(2)
     run(main)

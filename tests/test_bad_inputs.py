@@ -342,6 +342,8 @@ def _repo_params() -> dict:
     ("mf", "dim", 0, r"domain\.mf\.dim = 0 must be an integer >= 1"),
     ("mf", "lr", float("nan"), r"domain\.mf\.lr = nan must be a finite number > 0"),
     ("train", "patience", -1, r"domain\.train\.patience = -1 must be >= 1"),
+    ("train", "valid_k", 0, r"domain\.train\.valid_k = 0 must be >= 1"),
+    ("mf", "threads", 0, r"domain\.mf\.threads = 0 must be >= 1"),
 ])
 def test_degenerate_domain_configs_are_refused(where, key, value, message):
     from pipeline.models.trainer import domain_configs
@@ -513,6 +515,10 @@ def _problems(mutate) -> str:
      "domain.sasrec.n_sampled = 0: Input should be greater than or equal to 1"),
     (lambda p: p["domain"]["bert4rec"].update(loss="bce"),
      "domain.bert4rec.loss = 'bce': Input should be 'ce' or 'sampled'"),
+    (lambda p: p["domain"]["lightgcn"].update(valid_k=0),
+     "domain.lightgcn.valid_k = 0: Input should be greater than or equal to 1"),
+    (lambda p: p["domain"]["train"].update(threads=0),
+     "domain.train.threads = 0: Input should be greater than or equal to 1"),
     (lambda p: p["domain"]["train"].update(mixed_precision="fp16"),
      "domain.train.mixed_precision = 'fp16': Input should be 'auto', 'no' or 'bf16'"),
     (lambda p: p["domain"]["gru4rec"].update(sampled_alpha=11.0),

@@ -272,3 +272,71 @@ def test_lightgcn_column_blocks_change_nothing(monkeypatch):
         results.append((u.detach(), i.detach(), model.user.weight.grad, model.item.weight.grad))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_bpr_init_is_normal_by_default_and_xavier_on_request():
+    """init: normal keeps N(0, 0.1^2) (what every lock entry was trained from); xavier draws
+    Xavier-uniform tables (LightGCN's paper, RecBole); the planted pattern is learned either way."""
+    from pipeline.config.sections import validate_params
+    from pipeline.errors import PipelineError
+
+    data, held = planted()
+    cfg = {"dim": 16, "batch_size": 64, "n_layers": 2}
+    default = build_model(LightGCN, data.n_users, data.n_items, cfg, 1)
+    normal = build_model(LightGCN, data.n_users, data.n_items, {**cfg, "init": "normal"}, 1)
+    assert torch.equal(default.user.weight, normal.user.weight)
+    assert 0.08 < float(default.user.weight.detach().std()) < 0.12
+    xavier = build_model(LightGCN, data.n_users, data.n_items, {**cfg, "init": "xavier"}, 1)
+    for table in (xavier.user.weight, xavier.item.weight):
+        bound = (6 / sum(table.shape)) ** 0.5
+        assert float(table.detach().abs().max()) <= bound and float(table.detach().abs().max()) > 0.9 * bound
+    fit(xavier, data, lambda m: heldout_hr(m, data, held), TrainConfig(epochs=25, lr=0.02, patience=25, seed=1))
+    assert heldout_hr(xavier, data, held) >= 0.5
+    with pytest.raises(ValueError, match="init must be 'normal' or 'xavier', got 'he'"):
+        build_model(MF, data.n_users, data.n_items, {"dim": 8, "init": "he"}, 1)
+    with pytest.raises(PipelineError, match=r"domain\.lightgcn\.init"):
+        validate_params({"domain": {"lightgcn": {"init": "he"}}}, "params.yaml")
+
+
+def test_valid_k_and_threads_reach_the_trainer(monkeypatch):
+    """domain.<model>.valid_k overrides domain.train's (LightGCN stops on NDCG@20); threads is
+    torch's thread count while training, and null leaves torch's default alone."""
+    from pipeline.models.trainer import domain_configs
+
+    params = {"domain": {"train": {"epochs": 2, "lr": 0.01, "weight_decay": 0.0, "patience": 1, "eval_every": 1,
+                                   "seed": 0, "valid_k": 10, "threads": None},
+                         "lightgcn": {"dim": 8, "valid_k": 20, "threads": 1}, "mf": {"dim": 8}}}
+    model_cfg, train = domain_configs(params, "lightgcn")
+    assert (train.valid_k, train.threads) == (20, 1) and "valid_k" not in model_cfg
+    assert domain_configs(params, "mf")[1].valid_k == 10 and domain_configs(params, "mf")[1].threads is None
+
+    data, held = planted()
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    model = build_model(MF, data.n_users, data.n_items, {"dim": 8}, 0)
+    fit(model, data, lambda m: heldout_hr(m, data, held), TrainConfig(epochs=1, threads=1))
+    fit(model, data, lambda m: heldout_hr(m, data, held), TrainConfig(epochs=1, threads=None))
+    assert calls == [1]
+
+
+def test_valid_score_is_ndcg_at_the_requested_cutoff():
+    """valid_score(k) is the valid split's NDCG@k over all items; at k=1 that is the share of
+    users whose top unseen item is their held-out one."""
+    from pipeline.eval.evaluator import EvalSets, retrieval, valid_score
+
+    data, held = planted(n_users=40, n_items=40)
+    train = pa.table({"uid": pa.array(data.uids, pa.int32()), "iid": pa.array(data.iids, pa.int32()),
+                      "timestamp": pa.array(np.arange(len(data.uids)), pa.int64()),
+                      "raw_row": pa.array(np.arange(len(data.uids)), pa.int64())})
+    valid = pa.table({"uid": pa.array(np.arange(40), pa.int32()), "iid": pa.array([held[u] for u in range(40)], pa.int32()),
+                      "timestamp": pa.array(np.full(40, 10 ** 6), pa.int64()),
+                      "raw_row": pa.array(10 ** 6 + np.arange(40), pa.int64())})
+    ev = EvalSets(40, 40, {"train": train, "valid": valid, "test": valid}, {})
+    model = build_model(MF, 40, 40, {"dim": 8, "batch_size": 64}, seed=1)
+    fit(model, data, lambda m: heldout_hr(m, data, held), TrainConfig(epochs=3, lr=0.02, seed=1))
+    scores = (model.user.weight @ model.item.weight.T).detach().numpy()
+    scores[data.uids, data.iids] = -np.inf
+    top1 = float(np.mean(scores.argmax(1) == np.array([held[u] for u in range(40)])))
+    assert valid_score(model, ev, 1) == pytest.approx(top1)
+    assert valid_score(model, ev, 20) == pytest.approx(retrieval(model, ev, "valid", ks=(20,))["NDCG@20"])
+    assert valid_score(model, ev) == pytest.approx(retrieval(model, ev, "valid", ks=(10,))["NDCG@10"])

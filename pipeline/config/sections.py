@@ -90,6 +90,8 @@ class DomainTrain(Section):
     eval_every: Positive = None
     seed: Seed = None
     mixed_precision: Precision = None  # training steps autocast to bf16 (validation stays float32)
+    valid_k: Positive = None  # early stopping maximises valid NDCG@valid_k (default 10)
+    threads: Optional[Positive] = None  # torch threads; null: torch's default (honours OMP_NUM_THREADS)
 
 
 # Per-model sections: the model's own keys, plus any domain.train key (it overrides there).
@@ -110,7 +112,13 @@ class ItemKNN(_Model):
     neighbors: Positive = None
 
 
-class MF(_Embedding):
+class _BPREmbedding(_Embedding):
+    # normal: N(0, 0.1^2), as the PyTorch NCF/LightGCN reference code; xavier: Xavier-uniform, as
+    # LightGCN's paper (He et al. 2020, 4.1.2) and RecBole initialise
+    init: Literal["normal", "xavier"] = None
+
+
+class MF(_BPREmbedding):
     reg: Decay = None
 
 
@@ -123,7 +131,7 @@ class NCF(_Embedding):
     dropout: Annotated[float, Field(ge=0, lt=1)] = None
 
 
-class LightGCN(_Embedding):
+class LightGCN(_BPREmbedding):
     n_layers: NonNegative = None  # 0 layers is plain MF on the same loss
     reg: Decay = None
 

@@ -105,15 +105,15 @@ def retrieval(model: DomainModel, ev: EvalSets, split: str, ks=metrics.RETRIEVAL
             t["uid"].to_numpy(), t["iid"].to_numpy(), ev.known(split), ks)
 
 
-def valid_score(model: DomainModel, ev: EvalSets) -> float:
-    """What early stopping maximises: valid NDCG@10 over all items, or -RMSE for a model
-    that predicts ratings."""
+def valid_score(model: DomainModel, ev: EvalSets, k: int = 10) -> float:
+    """What early stopping maximises: valid NDCG@k over all items (domain.train.valid_k), or
+    -RMSE for a model that predicts ratings."""
     if getattr(model, "predicts_ratings", False):
         t = ev.splits["valid"]
         with torch.no_grad():
             pred = model.predict(_ids(t["uid"].to_numpy()), _ids(t["iid"].to_numpy())).numpy()
         return -metrics.rating_metrics(np.clip(pred, 1, 5), t["rating"].to_numpy())["RMSE"]
-    return retrieval(model, ev, "valid", ks=(10,))["NDCG@10"]
+    return retrieval(model, ev, "valid", ks=(k,))[f"NDCG@{k}"]
 
 
 def outcomes(model: DomainModel, ev: EvalSets) -> pa.Table:

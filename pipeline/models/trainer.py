@@ -31,13 +31,14 @@ class TrainConfig:
     patience: int = 5  # evaluations without improvement before stopping
     eval_every: int = 1
     seed: int = 0
-    threads: int = 2
+    threads: int | None = None  # torch threads; None: torch's default (honours OMP_NUM_THREADS)
     mixed_precision: str = "no"  # auto | no | bf16 (pipeline.precision): bf16 autocasts training steps
+    valid_k: int = 10  # early stopping maximises valid NDCG@valid_k (pretrain_domain)
 
 
 TRAIN_KEYS = {"epochs": int, "lr": (int, float), "weight_decay": (int, float), "patience": int,
               "eval_every": int, "seed": int}
-OPTIONAL_TRAIN_KEYS = {"mixed_precision": str}  # absent: TrainConfig's default
+OPTIONAL_TRAIN_KEYS = {"mixed_precision": str, "valid_k": int, "threads": (int, type(None))}  # absent: TrainConfig's default
 MIN_TRAIN = {"epochs": 1, "patience": 1, "eval_every": 1, "seed": 0}
 # model sizes that must be whole and positive (a 0-dim table trains to nothing, silently)
 POSITIVE_MODEL_KEYS = {"dim", "batch_size", "n_heads", "max_len", "bucket", "n_negatives", "n_sampled", "neighbors"}
@@ -57,8 +58,8 @@ def domain_configs(params: dict, model: str) -> tuple[dict, TrainConfig]:
             get(train, key, typ, f"domain.{model}" if key in model_cfg else "domain.train")
     # degenerate settings are refused here, before the stage touches its output folder: 0
     # epochs swapped an untrained model in (then crashed), dim 0 saved a useless one
-    for key, low in MIN_TRAIN.items():
-        if train[key] < low:
+    for key, low in {**MIN_TRAIN, "valid_k": 1, "threads": 1}.items():
+        if train.get(key) is not None and train[key] < low:
             where = f"domain.{model}" if key in model_cfg else "domain.train"
             raise PipelineError(f"params.yaml: {where}.{key} = {train[key]!r} must be >= {low}")
     for key in ("lr", "weight_decay"):
@@ -99,7 +100,8 @@ def fit(model: DomainModel, data: Interactions, valid_metric: Callable[[DomainMo
 
 def _fit(model, data, valid_metric, cfg: TrainConfig, checkpoint, metadata) -> list[dict]:
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     if isinstance(model, StaticModel):
         model.build(data)
         score = valid_metric(model)
