@@ -35,12 +35,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.eval.evaluator import EvalSets, retrieval  # noqa: E402
+from pipeline.eval.evaluator import EvalSets, retrieval, valid_score  # noqa: E402
 from pipeline.models.collaborative import LightGCN  # noqa: E402
 from pipeline.models.trainer import TrainConfig, build_model, fit  # noqa: E402
 
@@ -185,11 +184,9 @@ def run_ours(args, ev: EvalSets) -> dict:
     """Our LightGCN, trained in-process with the loop of pipeline.models.trainer.fit (minus
     validation and early stopping; with --patience, fit itself), then full-ranking test metrics."""
     torch.set_num_threads(args.threads)
-    cfg = {"dim": args.dim, "n_layers": args.layers, "batch_size": args.batch, "reg": args.reg}
+    # init xavier: RecBole's (and LightGCN's paper's, and the pipeline's LightGCN default)
+    cfg = {"dim": args.dim, "n_layers": args.layers, "batch_size": args.batch, "reg": args.reg, "init": args.init}
     model = build_model(LightGCN, ev.n_users, ev.n_items, cfg, args.seed)
-    if args.init == "xavier":  # RecBole's init (and LightGCN's paper's); ours is N(0, 0.1^2)
-        nn.init.xavier_uniform_(model.user.weight)
-        nn.init.xavier_uniform_(model.item.weight)
     data = ev.train()
     model.set_graph(data)  # built once, untimed, like RecBole's normalised adjacency
     if args.patience:
@@ -220,7 +217,7 @@ def converge_ours(args, ev: EvalSets, model: LightGCN, data) -> dict:
     the best epoch's weights."""
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, patience=args.patience, seed=args.seed, threads=args.threads)
     start = time.perf_counter()
-    history = fit(model, data, lambda m: retrieval(m, ev, "valid", ks=(20,))["NDCG@20"], cfg)
+    history = fit(model, data, lambda m: valid_score(m, ev, 20), cfg)
     total = time.perf_counter() - start
     m = retrieval(model, ev, "test", ks=(20,))
     times = [r["seconds"] for r in history]
@@ -261,7 +258,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=2048)
     p.add_argument("--reg", type=float, default=1e-4)
     p.add_argument("--init", choices=["xavier", "normal"], default="xavier",
-                   help="our tables' init: xavier (RecBole's) or normal (the pipeline's LightGCN, N(0, 0.1^2))")
+                   help="our tables' init: xavier (RecBole's, the pipeline's LightGCN default) or normal (N(0, 0.1^2))")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--threads", type=int, default=THREADS, help="torch threads, the same for both sides")
     args = p.parse_args()
