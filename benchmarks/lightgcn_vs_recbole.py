@@ -233,13 +233,17 @@ def report(args, ev: EvalSets, ours: dict, theirs: dict) -> None:
           f"dim {args.dim}, {args.layers} layers, lr {args.lr}, batch {args.batch}, reg {args.reg}, ours init {args.init}, "
           f"seed {args.seed}, {args.threads} torch threads")
     print(f"{'implementation':<16}{'s/epoch':>10}{'epochs':>8}{'best':>6}{'total s':>10}{'Recall@20':>12}{'NDCG@20':>10}")
-    for label, r in (("ours", ours), ("RecBole 1.2.1", theirs)):
+    sides = [(label, r) for label, r in (("ours", ours), ("RecBole 1.2.1", theirs)) if r is not None]
+    for label, r in sides:
         total = f"{r['total_seconds']:.0f}" if "total_seconds" in r else "-"
         print(f"{label:<16}{r['seconds_per_epoch']:>10.2f}{r['epochs_run']:>8}{r['best_epoch']:>6}{total:>10}"
               f"{r['recall@20']:>12.4f}{r['ndcg@20']:>10.4f}")
     # per-epoch times show warm-up, or a busy machine, that the mean would hide
-    for label, r in (("ours", ours), ("RecBole", theirs)):
+    for label, r in sides:
         print(f"{label} epoch seconds: " + " ".join(f"{t:.2f}" for t in r["epoch_seconds"]))
+    if ours is None or theirs is None:
+        print(f"one side only (--side {args.side}): no ratio or targets")
+        return
     ratio = theirs["seconds_per_epoch"] / ours["seconds_per_epoch"]
     print(f"speed ratio (RecBole s/epoch / ours): {ratio:.2f}x")
     print(f"target ours NDCG@20 >= RecBole's: {'MET' if ours['ndcg@20'] >= theirs['ndcg@20'] else 'NOT MET'}")
@@ -261,12 +265,16 @@ def main() -> None:
                    help="our tables' init: xavier (RecBole's, the pipeline's LightGCN default) or normal (N(0, 0.1^2))")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--threads", type=int, default=THREADS, help="torch threads, the same for both sides")
+    p.add_argument("--side", choices=["both", "ours", "recbole"], default="both",
+                   help="run one side only (e.g. two runs side by side, one thread each); no ratio then")
     args = p.parse_args()
     os.chdir(ROOT)  # pipeline.paths are relative to the repository root
     ev = EvalSets.load(args.dataset)
-    ours = run_ours(args, ev)
-    with tempfile.TemporaryDirectory(prefix="lightgcn-vs-recbole-") as tmp:
-        theirs = run_recbole(args, ev, Path(tmp))
+    ours = run_ours(args, ev) if args.side in ("both", "ours") else None
+    theirs = None
+    if args.side in ("both", "recbole"):
+        with tempfile.TemporaryDirectory(prefix="lightgcn-vs-recbole-") as tmp:
+            theirs = run_recbole(args, ev, Path(tmp))
     report(args, ev, ours, theirs)
 
 
