@@ -275,8 +275,9 @@ def test_lightgcn_column_blocks_change_nothing(monkeypatch):
 
 
 def test_bpr_init_is_normal_by_default_and_xavier_on_request():
-    """init: normal keeps N(0, 0.1^2) (what every lock entry was trained from); xavier draws
-    Xavier-uniform tables (LightGCN's paper, RecBole); the planted pattern is learned either way."""
+    """init: normal (the default when absent; MF's) keeps N(0, 0.1^2); xavier (LightGCN's default
+    in params.yaml, as its paper and RecBole) draws Xavier-uniform tables; the planted pattern
+    is learned either way."""
     from pipeline.config.sections import validate_params
     from pipeline.errors import PipelineError
 

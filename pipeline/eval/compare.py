@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +20,6 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.eval import metrics, stats
 from pipeline.eval.report.inputs import read_outcomes
-
-log = logging.getLogger(__name__)
 
 # top-K HR@1 is the papers' headline; NDCG@20 over all items is LightGCN's paper's metric
 DEFAULT_METRICS = ("topk:HR@1", "topk:NDCG@10", "ranking:NDCG@10", "retrieval:NDCG@10", "retrieval:NDCG@20")
